@@ -1,0 +1,2 @@
+from __future__ import annotations
+Proxy = None  # replaced by the Proxy issue

@@ -1,0 +1,51 @@
+"""The ``backend`` fixture runs every test on both Pool twins."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import ppp
+from ppp._backend import extensions_disabled
+
+TWINS = {"cython": "ppp._pool", "python": "ppp._pool_py"}
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"ppp {ppp.__version__}: BACKEND={ppp.BACKEND} ({ppp._impl.__file__})",
+        f"PPP_NO_EXTENSIONS={os.environ.get('PPP_NO_EXTENSIONS', '')!r}",
+    ]
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("cython", marks=pytest.mark.cython), "python"],
+)
+def backend(request: pytest.FixtureRequest) -> ModuleType:
+    """The twin module under test.  The compiled leg errors (never skips) when the
+    extension does not import, unless PPP_NO_EXTENSIONS asks for pure Python."""
+    name = request.param
+    if name == "cython" and extensions_disabled():
+        pytest.skip("PPP_NO_EXTENSIONS is set: compiled twin not under test")
+    try:
+        return importlib.import_module(TWINS[name])
+    except ImportError as exc:  # pragma: no cover - a broken build
+        pytest.fail(f"the compiled twin did not import: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def Pool(backend: ModuleType) -> Any:
+    return backend.Pool
+
+
+@pytest.fixture
+def pool_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Capture the "ppp" logger at DEBUG."""
+    caplog.set_level(logging.DEBUG, logger="ppp")
+    return caplog

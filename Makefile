@@ -22,8 +22,9 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 
-# Reinstall when the sources or the build configuration change.
-$(STAMP): $(VPY) pyproject.toml setup.py $(wildcard ppp/*.pyx ppp/*.py)
+# Reinstall (editable, so .py edits need nothing) when the build configuration
+# or a Cython source changes.
+$(STAMP): $(VPY) pyproject.toml setup.py $(wildcard ppp/*.pyx)
 	$(VPY) -m pip install -q "setuptools>=77" "Cython>=3.1" wheel
 	PPP_REQUIRE_EXTENSIONS=1 $(VPY) -m pip install -q --no-build-isolation -e ".[test,bench,dev]"
 	$(VPY) -c "import ppp, sys; assert ppp.BACKEND == 'cython', ppp.BACKEND; print('installed', ppp.__version__, ppp.BACKEND)"

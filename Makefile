@@ -32,14 +32,15 @@ $(STAMP): $(VPY) pyproject.toml setup.py $(wildcard ppp/*.pyx)
 
 venv install: $(STAMP)
 
+# Both legs run under `python -X dev` (ResourceWarnings become errors).
 # Leg 1 runs every test on both twins side by side (the `backend` fixture);
 # leg 2 runs the suite again with PPP_NO_EXTENSIONS=1, where ppp.Pool and
 # ppp.Proxy are the pure twin (the compiled parameters skip there).
 test: $(STAMP)
 	@echo "=== leg 1/2: compiled and pure twins (ppp.BACKEND=cython) ==="
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -X dev -m pytest $(PYTEST_ARGS)
 	@echo "=== leg 2/2: pure twin only (PPP_NO_EXTENSIONS=1, ppp.BACKEND=python) ==="
-	PPP_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
+	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppp tests bench

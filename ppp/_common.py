@@ -171,6 +171,36 @@ class PoolBase:
     _Slot: Any
     _backend: str
 
+    # state laid out by new_state() (typed attributes in the compiled twin)
+    _slots: dict[int, Any]
+    _avail: list[Any]
+    _waiters: deque[Waiter]
+    _wait_samples: list[float]
+    _wait_max: float
+    _shutdown: bool
+    _nusing: int
+    _npending: int
+    _ncreating: int
+    _ncreated: int
+    _nuses: int
+    _nreturns: int
+    _nbad_returns: int
+    _nborrows: int
+    _nkilled: int
+    _nrecycled: int
+    _nwornout: int
+    _nexpired: int
+    _ndestroys: int
+    _nhealth: int
+    _bad_health: int
+    _hk_rounds: int
+    _hk_errors: int
+    _hc_rounds: int
+    _hc_errors: int
+    _ntimeouts: int
+    _nwaits: int
+    _max_waiting: int
+
     def _acquire(self) -> None:  # pragma: no cover - overridden by the twins
         raise NotImplementedError
 
@@ -184,6 +214,12 @@ class PoolBase:
         raise NotImplementedError
 
     def _init_core(self) -> None:  # pragma: no cover - overridden by the twins
+        raise NotImplementedError
+
+    def get(self, timeout: float | None = None) -> Any:  # pragma: no cover - the twins'
+        raise NotImplementedError
+
+    def ret(self, obj: Any) -> None:  # pragma: no cover - the twins'
         raise NotImplementedError
 
     def __init__(

@@ -21,6 +21,7 @@ cdef enum:
     S_USING = 1
 
 
+@cython.auto_pickle(False)
 cdef class _Slot:
     """What the pool knows of one object it holds."""
 

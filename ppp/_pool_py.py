@@ -57,8 +57,8 @@ class Pool(PoolBase):
 
     def _init_core(self) -> None:
         lock = threading.Lock()
-        self._acquire = lock.acquire  # type: ignore[method-assign]
-        self._release = lock.release  # type: ignore[method-assign]
+        self._acquire = lock.acquire  # type: ignore[method-assign,assignment]
+        self._release = lock.release  # type: ignore[method-assign,assignment]
         new_state(self)
 
     def _now(self) -> float:
@@ -99,7 +99,7 @@ class Pool(PoolBase):
         A second return, or the return of an object the pool does not hold in
         use, is ignored with a warning."""
         self._acquire()
-        slot = self._slots.get(id(obj))
+        slot: Any = self._slots.get(id(obj))
         if slot is None or slot.state != USING or slot.obj is not obj:
             self._release()
             self._bad_return(obj)

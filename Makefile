@@ -45,7 +45,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppp tests bench
 	$(VENV)/bin/ruff format --check ppp tests bench
-	$(VENV)/bin/cython-lint ppp/*.pyx
+	PATH=$(VENV)/bin:$$PATH cython-lint ppp/*.pyx
 
 types: $(STAMP)
 	$(VENV)/bin/mypy ppp

@@ -87,7 +87,8 @@ def check_count(name: str, value: object, minimum: int = 0) -> int:
 
 def check_delay(name: str, value: object) -> float:
     if not _is_number(value):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}")
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be a number of seconds, got {kind}: {value!r}")
     assert isinstance(value, (int, float))
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0 seconds, got {value}")
@@ -118,7 +119,9 @@ def derive_delay(
     60 s when only ``health`` needs rounds, 0 (no thread) when nothing does."""
     if delay:
         return delay
-    delays = [d for d in (max_avail_delay, max_using_delay, max_using_delay_kill, max_lifetime) if d]
+    delays = [
+        d for d in (max_avail_delay, max_using_delay, max_using_delay_kill, max_lifetime) if d
+    ]
     if delays:
         return min(delays) / 2.0
     return 60.0 if health is not None else 0.0
@@ -511,7 +514,9 @@ class PoolBase:
         if timeout == 0:
             self._ntimeouts += 1
             self._release()
-            raise TimeOut(f"timeout after 0 seconds: pool {self._id} is full (max_size={self._max_size})")
+            raise TimeOut(
+                f"timeout after 0 seconds: pool {self._id} is full (max_size={self._max_size})"
+            )
         waiter = Waiter(self._now())
         self._waiters.append(waiter)
         self._nwaits += 1

@@ -49,3 +49,41 @@ def pool_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture the "ppp" logger at DEBUG."""
     caplog.set_level(logging.DEBUG, logger="ppp")
     return caplog
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to (``clock=`` of Pool)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class Counter:
+    """A ``fun`` that makes distinct objects and remembers what it made and closed."""
+
+    def __init__(self) -> None:
+        self.made: list[int] = []
+        self.closed: list[Any] = []
+
+    def __call__(self, n: int) -> dict[str, int]:
+        self.made.append(n)
+        return {"n": n}
+
+    def close(self, obj: Any) -> None:
+        self.closed.append(obj)
+
+
+@pytest.fixture
+def counter() -> Counter:
+    return Counter()

@@ -219,6 +219,14 @@ class PoolBase:
     def _init_core(self) -> None:  # pragma: no cover - overridden by the twins
         raise NotImplementedError
 
+    def _register(self, slot: Any) -> None:  # pragma: no cover - overridden by the twins
+        """Index a new slot by its object's identity (lock held)."""
+        raise NotImplementedError
+
+    def _unregister(self, slot: Any) -> None:  # pragma: no cover - overridden by the twins
+        """Drop a slot from the index (lock held)."""
+        raise NotImplementedError
+
     def get(self, timeout: float | None = None) -> Any:  # pragma: no cover - the twins'
         raise NotImplementedError
 
@@ -405,7 +413,7 @@ class PoolBase:
 
     def _forget(self, slot: Any) -> None:
         """Drop an object from the pool (its slot is freed); ``closer`` runs later."""
-        del self._slots[id(slot.obj)]
+        self._unregister(slot)
         if slot.state == USING:
             self._nusing -= 1
         slot.state = -1
@@ -463,7 +471,7 @@ class PoolBase:
                 f"{self._trace(obj)}; fun must create a new object on each call"
             )
         slot = self._Slot(obj, n, self._now() if self._timed else 0.0)
-        self._slots[key] = slot
+        self._register(slot)
         self._ncreated += 1
         if self._shutdown:
             self._forget(slot)

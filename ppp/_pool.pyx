@@ -3,14 +3,154 @@
 
 ``ppp/_pool_py.py`` is its pure-Python twin; both must behave identically.  The
 bookkeeping of ``get`` and ``ret`` runs on typed attributes under a C-level
-mutex (``cython.pymutex``: PyMutex on 3.13+, which releases the GIL while it
-blocks); waiting, creation, housekeeping and statistics are the shared Python
+mutex (PyMutex on 3.13+, an atomic benaphore before; both release the GIL
+while they block); waiting, creation, housekeeping and statistics are the shared Python
 code of ``ppp._common``.
 """
 
 cimport cython
 from cpython.long cimport PyLong_FromVoidPtr
+from cpython.object cimport PyObject
 from cpython.time cimport monotonic
+
+cdef extern from *:
+    """
+    /* The pool's mutex.  3.13+: PyMutex (it detaches the thread state, so the
+       GIL or the free-threaded GC is never held while blocked).  Older: a
+       "benaphore": one atomic add when uncontended, and a PyThread lock, taken
+       with the GIL released, for the rare contended case (only the holder can
+       post, so a binary lock is enough). */
+    #include "pythread.h"
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    #define PPP_FETCH_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
+    #else
+    #define PPP_FETCH_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+    #endif
+    #if PY_VERSION_HEX >= 0x030d0000
+    typedef struct { PyMutex m; } ppp_lock_t;
+    static int ppp_lock_init(ppp_lock_t *l) { l->m = (PyMutex){0}; return 0; }
+    static void ppp_lock_free(ppp_lock_t *l) { (void)l; }
+    static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) { PyMutex_Lock(&l->m); }
+    static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) { PyMutex_Unlock(&l->m); }
+    #else
+    typedef struct { long count; PyThread_type_lock sem; } ppp_lock_t;
+    static int ppp_lock_init(ppp_lock_t *l) {
+        l->count = 0;
+        l->sem = PyThread_allocate_lock();
+        if (!l->sem) return -1;
+        PyThread_acquire_lock(l->sem, WAIT_LOCK);
+        return 0;
+    }
+    static void ppp_lock_free(ppp_lock_t *l) {
+        if (l->sem) { PyThread_release_lock(l->sem); PyThread_free_lock(l->sem); l->sem = NULL; }
+    }
+    static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) {
+        if (PPP_FETCH_ADD(&l->count, 1) == 0) return;
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(l->sem, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
+        if (PPP_FETCH_ADD(&l->count, -1) > 1) PyThread_release_lock(l->sem);
+    }
+    #endif
+    """
+    ctypedef struct ppp_lock_t:
+        pass
+    int ppp_lock_init(ppp_lock_t *l)
+    void ppp_lock_free(ppp_lock_t *l)
+    void ppp_lock_acquire(ppp_lock_t *l)
+    void ppp_lock_release(ppp_lock_t *l)
+
+cdef extern from *:
+    """
+    /* An open-addressing index from an object's address to its _Slot, so that
+       ret() finds the slot without building an int key.  Entries are borrowed:
+       the _slots dict owns the slots, and both change together under the lock. */
+    typedef struct { void *key; PyObject *slot; } ppp_entry;
+    typedef struct { ppp_entry *e; size_t mask; size_t fill; size_t live; } ppp_table;
+    #define PPP_TOMB ((void *)1)
+
+    static CYTHON_INLINE size_t ppp_hash(void *p) {
+        size_t x = (size_t)p;
+        x ^= x >> 17;
+        x *= (size_t)0x9E3779B97F4A7C15ULL;
+        return x ^ (x >> 29);
+    }
+    static int ppp_table_init(ppp_table *t) {
+        t->e = (ppp_entry *)PyMem_Calloc(16, sizeof(ppp_entry));
+        if (!t->e) return -1;
+        t->mask = 15; t->fill = 0; t->live = 0;
+        return 0;
+    }
+    static void ppp_table_free(ppp_table *t) {
+        PyMem_Free(t->e); t->e = NULL;
+    }
+    static CYTHON_INLINE PyObject *ppp_table_get(ppp_table *t, void *key) {
+        size_t i = ppp_hash(key) & t->mask;
+        for (;;) {
+            ppp_entry *en = &t->e[i];
+            if (en->key == key) return en->slot;
+            if (en->key == NULL) return NULL;
+            i = (i + 1) & t->mask;
+        }
+    }
+    static int ppp_table_resize(ppp_table *t) {
+        size_t cap = 16, i, j;
+        ppp_entry *old = t->e, *e;
+        size_t oldcap = t->mask + 1;
+        while (cap < (t->live + 1) * 4) cap <<= 1;
+        e = (ppp_entry *)PyMem_Calloc(cap, sizeof(ppp_entry));
+        if (!e) return -1;
+        for (i = 0; i < oldcap; i++) {
+            if (old[i].key == NULL || old[i].key == PPP_TOMB) continue;
+            j = ppp_hash(old[i].key) & (cap - 1);
+            while (e[j].key != NULL) j = (j + 1) & (cap - 1);
+            e[j] = old[i];
+        }
+        PyMem_Free(old);
+        t->e = e; t->mask = cap - 1; t->fill = t->live;
+        return 0;
+    }
+    static int ppp_table_set(ppp_table *t, void *key, PyObject *slot) {
+        size_t i;
+        ppp_entry *tomb = NULL;
+        if ((t->fill + 1) * 3 >= (t->mask + 1) * 2 && ppp_table_resize(t) < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        i = ppp_hash(key) & t->mask;
+        for (;;) {
+            ppp_entry *en = &t->e[i];
+            if (en->key == key) { en->slot = slot; return 0; }
+            if (en->key == PPP_TOMB) { if (!tomb) tomb = en; }
+            else if (en->key == NULL) {
+                if (tomb) en = tomb; else t->fill++;
+                en->key = key; en->slot = slot; t->live++;
+                return 0;
+            }
+            i = (i + 1) & t->mask;
+        }
+    }
+    static void ppp_table_del(ppp_table *t, void *key) {
+        size_t i = ppp_hash(key) & t->mask;
+        for (;;) {
+            ppp_entry *en = &t->e[i];
+            if (en->key == key) { en->key = PPP_TOMB; en->slot = NULL; t->live--; return; }
+            if (en->key == NULL) return;
+            i = (i + 1) & t->mask;
+        }
+    }
+    """
+    ctypedef struct ppp_table:
+        pass
+    int ppp_table_init(ppp_table *t)
+    void ppp_table_free(ppp_table *t)
+    PyObject *ppp_table_get(ppp_table *t, void *key)
+    int ppp_table_set(ppp_table *t, void *key, PyObject *slot) except -1
+    void ppp_table_del(ppp_table *t, void *key)
+
 
 from ._common import PoolBase, check_timeout, new_state
 
@@ -47,7 +187,8 @@ cdef class _Slot:
 cdef class _Core:
     """Typed state and the hot path; ``Pool`` adds the shared cold parts."""
 
-    cdef cython.pymutex _lock
+    cdef ppp_lock_t _lock
+    cdef ppp_table _index
     cdef public dict _slots
     cdef public list _avail
     cdef public object _waiters
@@ -56,11 +197,31 @@ cdef class _Core:
     cdef public bint _shutdown, _timed, _leak_trace
     cdef public object _clock, _getter, _retter
 
+    def __cinit__(self, *args, **kwargs):
+        if ppp_lock_init(&self._lock) < 0:
+            raise MemoryError("cannot allocate the pool lock")
+        if ppp_table_init(&self._index) < 0:
+            raise MemoryError("cannot allocate the pool index")
+
+    def __dealloc__(self):
+        ppp_table_free(&self._index)
+        ppp_lock_free(&self._lock)
+
+    def _register(self, _Slot slot):
+        """Index a new slot by its object's identity (lock held)."""
+        ppp_table_set(&self._index, <void*>slot.obj, <PyObject*>slot)
+        self._slots[PyLong_FromVoidPtr(<void*>slot.obj)] = slot
+
+    def _unregister(self, _Slot slot):
+        """Drop a slot from the index (lock held)."""
+        del self._slots[PyLong_FromVoidPtr(<void*>slot.obj)]
+        ppp_table_del(&self._index, <void*>slot.obj)
+
     def _acquire(self):
-        self._lock.acquire()
+        ppp_lock_acquire(&self._lock)
 
     def _release(self):
-        self._lock.release()
+        ppp_lock_release(&self._lock)
 
     cdef inline double _now_c(self) except? -1.0:
         if self._clock is None:
@@ -93,11 +254,11 @@ cdef class _Core:
         cdef _Slot slot
         if timeout is not None:
             timeout = check_timeout(timeout)
-        self._lock.acquire()
+        ppp_lock_acquire(&self._lock)
         if self._avail and not self._shutdown:
             slot = <_Slot>self._avail.pop()
             self._checkout_c(slot)
-            self._lock.release()
+            ppp_lock_release(&self._lock)
             if self._getter is None and not self._leak_trace:
                 return slot.obj
             return self._after_get(slot)
@@ -110,26 +271,27 @@ cdef class _Core:
         use, is ignored with a warning."""
         cdef _Slot slot
         cdef Py_ssize_t uses
-        key = PyLong_FromVoidPtr(<void*>obj)
-        self._lock.acquire()
-        found = self._slots.get(key)
-        if found is None or (<_Slot>found).state != S_USING or (<_Slot>found).obj is not obj:
-            self._lock.release()
+        cdef PyObject *found
+        ppp_lock_acquire(&self._lock)
+        found = ppp_table_get(&self._index, <void*>obj)
+        if found is NULL or (<_Slot>found).state != S_USING:
+            ppp_lock_release(&self._lock)
             self._bad_return(obj)
             return
         slot = <_Slot>found
         if self._retter is not None:
             uses = slot.uses
-            self._lock.release()
+            ppp_lock_release(&self._lock)
             self._hook("retter", self._retter, obj)
-            self._lock.acquire()
-            if slot.state != S_USING or slot.uses != uses or self._slots.get(key) is not slot:
-                self._lock.release()
+            ppp_lock_acquire(&self._lock)
+            found = ppp_table_get(&self._index, <void*>obj)
+            if slot.state != S_USING or slot.uses != uses or found is not <PyObject*>slot:
+                ppp_lock_release(&self._lock)
                 self._bad_return(obj)
                 return
         self._nreturns += 1
         if (self._max_use or self._max_lifetime or self._shutdown) and self._retire(slot):
-            self._lock.release()
+            ppp_lock_release(&self._lock)
             self._close(obj)
             self._fill()
             return
@@ -144,7 +306,7 @@ cdef class _Core:
         else:
             slot.state = S_IDLE
             self._avail.append(slot)
-        self._lock.release()
+        ppp_lock_release(&self._lock)
 
 
 class Pool(_Core, PoolBase):

@@ -61,6 +61,12 @@ class Pool(PoolBase):
         self._release = lock.release  # type: ignore[method-assign,assignment]
         new_state(self)
 
+    def _register(self, slot: Any) -> None:
+        self._slots[id(slot.obj)] = slot
+
+    def _unregister(self, slot: Any) -> None:
+        del self._slots[id(slot.obj)]
+
     def _now(self) -> float:
         clock = self._clock
         return _monotonic() if clock is None else clock()

@@ -90,9 +90,16 @@ class Pool(PoolBase):
         if timeout is not None:
             timeout = check_timeout(timeout)
         self._acquire()
-        if self._avail and not self._shutdown:
-            slot = self._avail.pop()
-            self._checkout(slot)
+        avail = self._avail
+        if avail and not self._shutdown:
+            slot = avail.pop()
+            slot.state = USING  # _checkout, inlined on the hot path
+            slot.uses += 1
+            self._nuses += 1
+            self._nusing += 1
+            if self._timed:
+                slot.last_get = self._now()
+                slot.warned = False
             self._release()
             if self._getter is None and not self._leak_trace:
                 return slot.obj
@@ -106,7 +113,7 @@ class Pool(PoolBase):
         use, is ignored with a warning."""
         self._acquire()
         slot: Any = self._slots.get(id(obj))
-        if slot is None or slot.state != USING or slot.obj is not obj:
+        if slot is None or slot.state != USING:
             self._release()
             self._bad_return(obj)
             return

@@ -19,6 +19,7 @@ State invariants, true whenever the pool's lock is free:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -158,6 +159,23 @@ def _describe(tracer: Callable[[Any], str], obj: Any) -> str:
         return str(tracer(obj))
     except Exception as exc:  # a broken tracer must not break the pool
         return f"<tracer error: {exc!r}>"
+
+
+_PPP_DIR = os.path.dirname(os.path.abspath(__file__))
+_CONTEXTLIB = os.path.abspath(contextlib.__file__)
+
+
+def _caller_stack() -> list[str]:
+    """The calling thread's stack, ending at the line that called into ppp (leak traces).
+
+    ppp's own frames (and ``contextlib``'s, under ``pool.obj()``) are cut off
+    the end: the compiled twin adds no frames, so both twins record the same stack."""
+    frames = traceback.extract_stack()
+    while frames and (
+        os.path.dirname(frames[-1].filename) == _PPP_DIR or frames[-1].filename == _CONTEXTLIB
+    ):
+        frames.pop()
+    return traceback.format_list(frames)
 
 
 # ---------------------------------------------------------------------- the base
@@ -356,7 +374,7 @@ class PoolBase:
         """Outside the lock, once ``slot`` is checked out: leak trace and getter."""
         if self._leak_trace:
             slot.holder = threading.current_thread().name
-            slot.stack = traceback.format_stack()[:-3]
+            slot.stack = _caller_stack()
         if self._getter is not None:
             self._hook("getter", self._getter, slot.obj)
         return slot.obj

@@ -1,0 +1,752 @@
+"""Differential testing: both Pool twins and a small reference model, step by step.
+
+A hypothesis state machine draws a pool configuration and a random program of
+``get`` (with and without timeouts), ``ret`` (held, double, stale and foreign
+objects), ``obj()`` blocks, failing ``fun``, raising hooks, health flips,
+fake-clock advances, housekeeping rounds (which kill over-held objects) and
+``shutdown``.  Every step runs on the compiled twin, the pure twin and
+:class:`Model`, a plain single-threaded restatement of SPEC section 2; after
+every step the returned object, the exception, the hook calls, the log and
+``stats()`` must agree.  The model is deliberately naive (no locks, no
+waiters: one thread can only time out), so a disagreement points at the pool.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from ppp import PoolException, PPPException, TimeOut
+from ppp._backend import extensions_disabled
+
+IDLE, USING, BORROWED = 0, 1, 2
+HOOKS = ("opener", "getter", "retter", "closer", "health", "stats", "tracer")
+START = 1000.0  # fake clock origin (not 0: the pool reports hk_last == 0 as "never")
+
+# stats() keys that legitimately differ between two pools run side by side
+VOLATILE = {"id", "backend", "started", "running", "time_per_hk"}
+# stats() keys the model predicts
+MODELLED = (
+    "navail nusing nborrowed npending nobjs ncreated ncreating nuses nkilled nrecycled "
+    "nwornout nexpired nborrows nreturns nbad_returns ndestroys nhealth bad_health hk_rounds "
+    "hk_errors hc_rounds hc_errors nwaiting max_waiting nwaits ntimeouts shutdown "
+    "rel_hk_last sem avail using"
+).split()
+
+
+def twin_modules() -> list[ModuleType]:
+    """Both twins side by side (the pure one alone under PPP_NO_EXTENSIONS).
+
+    A differential test needs the two modules at once, so it imports them by
+    name; like the ``backend`` fixture it fails, never skips, on a broken build."""
+    names = ["ppp._pool_py"] if extensions_disabled() else ["ppp._pool", "ppp._pool_py"]
+    try:
+        return [importlib.import_module(name) for name in names]
+    except ImportError as exc:  # pragma: no cover - a broken build
+        pytest.fail(f"the compiled twin did not import: {exc}", pytrace=False)
+
+
+class FunError(Exception):
+    """What ``fun`` raises when the program arms a failure."""
+
+
+class HookError(Exception):
+    """What a hook raises when the program makes it raise."""
+
+
+class Obj:
+    """A pooled object that equals every Obj of the same number and is unhashable,
+    so only tracking by identity can tell a foreign look-alike from the real one."""
+
+    __slots__ = ("n",)
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Obj) and other.n == self.n
+
+    def __str__(self) -> str:
+        return f"obj-{self.n}"
+
+
+class FakeClock:
+    """The injectable clock: time moves only when the program says so."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    """The behaviour of one system's ``fun`` and hooks, and the record of their calls."""
+
+    fail: int = 0  # the next ``fail`` calls of fun raise
+    raising: set[str] = field(default_factory=set)  # hooks that raise
+    unhealthy: set[int] = field(default_factory=set)  # objects whose health check fails
+    events: list[tuple[str, int]] = field(default_factory=list)
+
+    def fun_call(self, n: int) -> None:
+        self.events.append(("fun", n))
+        if self.fail:
+            self.fail -= 1
+            raise FunError(f"fun failed creating {n}")
+
+    def hook_call(self, name: str, n: int) -> None:
+        self.events.append((name, n))
+        if name in self.raising:
+            raise HookError(name)
+
+    def trace(self, n: int) -> str:
+        if "tracer" in self.raising:
+            raise HookError("tracer")
+        return f"T{n}"
+
+    def stats(self, n: int) -> dict[str, int]:
+        if "stats" in self.raising:
+            raise HookError("stats")
+        return {"n": n}
+
+
+@dataclass(frozen=True)
+class Config:
+    max_size: int
+    min_size: int
+    timeout: float | None
+    max_use: int
+    max_lifetime: float
+    max_avail_delay: float
+    max_using_delay: float
+    max_using_delay_kill: float
+    health_freq: int
+    hooks: frozenset[str]
+    leak_trace: bool
+    initial_failures: int
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "max_size": self.max_size,
+            "min_size": self.min_size,
+            "timeout": self.timeout,
+            "max_use": self.max_use,
+            "max_lifetime": self.max_lifetime,
+            "max_avail_delay": self.max_avail_delay,
+            "max_using_delay": self.max_using_delay,
+            "max_using_delay_kill": self.max_using_delay_kill,
+            "health_freq": self.health_freq,
+            "leak_trace": self.leak_trace,
+        }
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> Config:
+    max_size = draw(st.sampled_from([0, 1, 2, 3, 4]))
+    return Config(
+        max_size=max_size,
+        min_size=draw(st.integers(0, max_size or 3)),
+        timeout=draw(st.sampled_from([None, 0, 0.001])),
+        max_use=draw(st.sampled_from([0, 0, 1, 2, 3])),
+        max_lifetime=draw(st.sampled_from([0.0, 0.0, 10.0, 25.0])),
+        max_avail_delay=draw(st.sampled_from([0.0, 0.0, 8.0, 20.0])),
+        max_using_delay=draw(st.sampled_from([0.0, 5.0])),
+        max_using_delay_kill=draw(st.sampled_from([0.0, 0.0, 15.0, 30.0])),
+        health_freq=draw(st.integers(1, 3)),
+        hooks=frozenset(draw(st.sets(st.sampled_from(HOOKS)))),
+        leak_trace=draw(st.booleans()),
+        initial_failures=draw(st.integers(0, 2)),
+    )
+
+
+def outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
+    """What a call did: ``("ok", value)`` or ``("raise", type name, message)``;
+    pool ids are blanked out of messages so two pools can be compared."""
+    try:
+        return ("ok", call())
+    except (PPPException, FunError) as exc:
+        return ("raise", type(exc).__name__, re.sub(r"pool \d+", "pool N", str(exc)))
+
+
+class ListHandler(logging.Handler):
+    """Collects the "ppp" logger's records so the twins' logs can be compared."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> list[tuple[str, str, str | None]]:
+        out = []
+        for r in self.records:
+            exc = r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else None
+            out.append((r.levelname, re.sub(r"pool \d+", "pool N", r.getMessage()), exc))
+        self.records.clear()
+        return out
+
+
+# ------------------------------------------------------------------- the systems
+
+
+class TwinSystem:
+    """One real pool (compiled or pure) with instrumented ``fun`` and hooks."""
+
+    def __init__(self, module: ModuleType, cfg: Config, clock: FakeClock, env: Env) -> None:
+        self.name = module.__name__
+        self.env = env
+        self.objs: dict[int, Obj] = {}  # every object ever made: ids are never reused
+        self.foreign: list[object] = []
+        hooks: dict[str, Any] = {}
+        for name in ("opener", "getter", "retter", "closer"):
+            if name in cfg.hooks:
+                hooks[name] = self._hook(name)
+        if "health" in cfg.hooks:
+            hooks["health"] = self._health
+        if "tracer" in cfg.hooks:
+            hooks["tracer"] = lambda obj: env.trace(obj.n)
+        if "stats" in cfg.hooks:
+            hooks["stats"] = lambda obj: env.stats(obj.n)
+        self.pool = module.Pool(self._fun, delay=1e9, clock=clock, **cfg.kwargs(), **hooks)
+
+    def _fun(self, n: int) -> Obj:
+        self.env.fun_call(n)
+        obj = self.objs[n] = Obj(n)
+        return obj
+
+    def _hook(self, name: str) -> Callable[[Obj], None]:
+        def hook(obj: Obj) -> None:
+            self.env.hook_call(name, obj.n)
+
+        return hook
+
+    def _health(self, obj: Obj) -> bool:
+        self.env.hook_call("health", obj.n)
+        return obj.n not in self.env.unhealthy
+
+    def get(self, timeout: float | None) -> int:
+        obj = self.pool.get(timeout)
+        assert isinstance(obj, Obj) and self.objs[obj.n] is obj
+        return obj.n
+
+    def ret(self, n: int) -> None:
+        self.pool.ret(self.objs[n])
+
+    def ret_foreign(self, kind: str, n: int) -> None:
+        obj: object = {"lookalike": Obj(n), "list": [n], "none": None}[kind]
+        self.foreign.append(obj)
+        self.pool.ret(obj)
+
+    def use(self, timeout: float | None, fail: bool) -> int:
+        with self.pool.obj(timeout) as obj:
+            if fail:
+                raise FunError("raised inside the with block")
+            n: int = obj.n
+        return n
+
+    def hk_round(self) -> None:
+        self.pool._hk_round()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.pool.stats()
+        return {k: v for k, v in data.items() if k not in VOLATILE}
+
+    def check_state(self) -> None:
+        """White-box invariants, read under the pool's own lock."""
+        pool = self.pool
+        pool._acquire()
+        try:
+            slots = list(pool._slots.values())
+            avail = list(pool._avail)
+            assert pool._npending == 0 and not pool._waiters
+            assert len({id(s) for s in avail}) == len(avail), "an idle object listed twice"
+            assert all(s.state == IDLE for s in avail)
+            assert {id(s) for s in avail} <= {id(s) for s in slots}
+            assert sum(s.state == USING for s in slots) == pool._nusing
+            assert sum(s.state == IDLE for s in slots) == len(avail)
+            assert all(pool._slots[id(s.obj)] is s for s in slots)
+            if pool._max_size:
+                assert len(slots) <= pool._max_size
+        finally:
+            pool._release()
+
+
+@dataclass
+class MSlot:
+    n: int
+    created: float
+    state: int = IDLE
+    uses: int = 0
+    last_get: float = 0.0
+    last_ret: float = 0.0
+    warned: bool = False
+    holder: str | None = None
+
+
+class Model:
+    """SPEC section 2 for a single thread, written as plainly as possible."""
+
+    def __init__(self, cfg: Config, clock: FakeClock, env: Env) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.env = env
+        self.hooks = cfg.hooks
+        self.warn_delay = cfg.max_using_delay or cfg.max_using_delay_kill
+        self.timed = bool(cfg.max_avail_delay or self.warn_delay or cfg.max_lifetime)
+        self.slots: dict[int, MSlot] = {}  # in creation order, like the pool's dict
+        self.avail: list[int] = []  # idle stack, top last
+        self.is_shutdown = False
+        self.c = dict.fromkeys(
+            "ncreating ncreated nuses nusing nreturns nbad_returns nkilled nrecycled nwornout "
+            "nexpired nborrows ndestroys nhealth bad_health hk_rounds hc_rounds hc_errors "
+            "nwaits ntimeouts max_waiting".split(),
+            0,
+        )
+        self.hk_last = 0.0
+        self.fill()
+
+    # helpers
+    def hook(self, name: str, n: int) -> None:
+        if name in self.hooks:
+            try:
+                self.env.hook_call(name, n)
+            except HookError:
+                pass  # logged by the pool
+
+    def has_room(self) -> bool:
+        return not self.cfg.max_size or len(self.slots) < self.cfg.max_size
+
+    def create(self, checkout: bool) -> int:
+        n = self.c["ncreating"]
+        self.c["ncreating"] += 1
+        self.env.fun_call(n)  # FunError propagates; the slot was never taken
+        self.hook("opener", n)
+        self.slots[n] = slot = MSlot(n, self.clock() if self.timed else 0.0)
+        slot.last_get = slot.last_ret = slot.created
+        self.c["ncreated"] += 1
+        if checkout:
+            self.checkout(slot)
+            return n
+        self.avail.append(n)
+        return n
+
+    def checkout(self, slot: MSlot) -> None:
+        slot.state = USING
+        slot.uses += 1
+        self.c["nuses"] += 1
+        self.c["nusing"] += 1
+        if self.timed:
+            slot.last_get = self.clock()
+            slot.warned = False
+        if self.cfg.leak_trace:
+            slot.holder = "MainThread"
+        self.hook("getter", slot.n)
+
+    def forget(self, slot: MSlot) -> None:
+        del self.slots[slot.n]
+        if slot.state == USING:
+            self.c["nusing"] -= 1
+        slot.state = -1
+        self.c["ndestroys"] += 1
+
+    def fill(self) -> None:
+        while not self.is_shutdown and len(self.slots) < self.cfg.min_size and self.has_room():
+            try:
+                self.create(checkout=False)
+            except FunError:
+                return
+
+    # the API
+    def would_block(self, timeout: float | None) -> bool:
+        if self.is_shutdown or self.avail or self.has_room():
+            return False
+        return (self.cfg.timeout if timeout is None else timeout) is None
+
+    def get(self, timeout: float | None) -> int:
+        if self.avail and not self.is_shutdown:
+            n = self.avail.pop()
+            self.checkout(self.slots[n])
+            return n
+        if self.is_shutdown:
+            raise PoolException("pool N is shut down")
+        if self.has_room():
+            return self.create(checkout=True)
+        wait = self.cfg.timeout if timeout is None else timeout
+        assert wait is not None, "the program never blocks forever"
+        if wait:
+            self.c["nwaits"] += 1
+            self.c["max_waiting"] = max(self.c["max_waiting"], 1)
+        self.c["ntimeouts"] += 1
+        raise TimeOut(f"timeout after {wait} seconds")
+
+    def ret(self, n: int | None) -> None:
+        slot = self.slots.get(n) if n is not None else None
+        if slot is None or slot.state != USING:
+            self.c["nbad_returns"] += 1
+            return
+        self.hook("retter", n)
+        self.c["nreturns"] += 1
+        now = self.clock()
+        if self.cfg.max_use and slot.uses >= self.cfg.max_use:
+            self.c["nwornout"] += 1
+        elif self.cfg.max_lifetime and now - slot.created >= self.cfg.max_lifetime:
+            self.c["nexpired"] += 1
+        elif not self.is_shutdown:
+            self.c["nusing"] -= 1
+            if self.timed:
+                slot.last_ret = now
+            slot.holder = None
+            slot.state = IDLE
+            self.avail.append(slot.n)
+            return
+        self.forget(slot)
+        self.hook("closer", slot.n)
+        self.fill()
+
+    def use(self, timeout: float | None, fail: bool) -> int:
+        n = self.get(timeout)
+        self.ret(n)
+        if fail:
+            raise FunError("raised inside the with block")
+        return n
+
+    def hk_round(self) -> None:
+        cfg = self.cfg
+        now = self.clock()
+        self.c["hk_rounds"] += 1
+        self.hk_last = now
+        closing: list[int] = []
+        if self.warn_delay and not self.is_shutdown:
+            for slot in list(self.slots.values()):
+                if slot.state != USING:
+                    continue
+                held = now - slot.last_get
+                if cfg.max_using_delay_kill and held >= cfg.max_using_delay_kill:
+                    self.c["nkilled"] += 1
+                    self.forget(slot)
+                    closing.append(slot.n)
+                elif held >= self.warn_delay:
+                    slot.warned = True
+        if cfg.max_lifetime or cfg.max_avail_delay:
+            keep = []
+            total = len(self.slots)
+            for n in self.avail:  # oldest idle first
+                slot = self.slots[n]
+                if cfg.max_lifetime and now - slot.created >= cfg.max_lifetime:
+                    self.c["nexpired"] += 1
+                elif (
+                    cfg.max_avail_delay
+                    and total > cfg.min_size
+                    and now - slot.last_ret >= cfg.max_avail_delay
+                ):
+                    self.c["nrecycled"] += 1
+                else:
+                    keep.append(n)
+                    continue
+                total -= 1
+                closing.append(n)
+                self.forget(slot)
+            self.avail = keep
+        for n in closing:
+            self.hook("closer", n)
+        if "health" in self.hooks and self.c["hk_rounds"] % cfg.health_freq == 0:
+            self.health_check()
+        self.fill()
+
+    def health_check(self) -> None:
+        self.c["hc_rounds"] += 1
+        for n in list(self.avail):
+            if self.is_shutdown:
+                continue
+            slot = self.slots[n]
+            self.avail.remove(n)
+            slot.state = BORROWED
+            self.c["nborrows"] += 1
+            self.c["nhealth"] += 1
+            self.env.events.append(("health", n))
+            if "health" in self.env.raising:
+                self.c["hc_errors"] += 1
+                healthy = False
+            else:
+                healthy = n not in self.env.unhealthy
+            if healthy:
+                slot.state = IDLE
+                self.avail.append(n)
+                continue
+            self.c["bad_health"] += 1
+            self.forget(slot)
+            self.hook("closer", n)
+
+    def shutdown(self) -> None:
+        self.is_shutdown = True
+        idle, self.avail = self.avail, []
+        for n in idle:
+            self.forget(self.slots[n])
+        for n in idle:
+            self.hook("closer", n)
+
+    def stats(self) -> dict[str, Any]:
+        cfg, c, now = self.cfg, self.c, self.clock()
+        avail: list[dict[str, Any]] = []
+        using: list[dict[str, Any]] = []
+        for slot in self.slots.values():
+            item: dict[str, Any] = {"n": slot.n, "uses": slot.uses}
+            if "stats" in self.hooks:
+                try:
+                    item["stats"] = self.env.stats(slot.n)
+                except HookError as exc:
+                    item["stats"] = f"<stats error: {exc!r}>"
+            elif "tracer" in self.hooks:
+                try:
+                    item["trace"] = self.env.trace(slot.n)
+                except HookError as exc:
+                    item["trace"] = f"<tracer error: {exc!r}>"
+            else:
+                item["trace"] = f"obj-{slot.n}"
+            if self.timed:
+                item.update(
+                    age=now - slot.created,
+                    last_get=slot.last_get - now,
+                    last_ret=slot.last_ret - now,
+                )
+            if slot.holder is not None:
+                item["holder"] = slot.holder
+            (avail if slot.state == IDLE else using).append(item)
+        nobjs = len(self.slots)
+        return {
+            "navail": len(self.avail),
+            "nusing": c["nusing"],
+            "nborrowed": nobjs - len(self.avail) - c["nusing"],
+            "npending": 0,
+            "nobjs": nobjs,
+            **{k: c[k] for k in c if k != "nusing"},
+            "hk_errors": 0,
+            "nwaiting": 0,
+            "shutdown": self.is_shutdown,
+            "rel_hk_last": self.hk_last - now if self.hk_last else None,
+            "sem": (
+                {"value": cfg.max_size - nobjs, "init": cfg.max_size} if cfg.max_size else None
+            ),
+            "avail": avail,
+            "using": using,
+        }
+
+
+# --------------------------------------------------------------- the machine
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """One random program, run on every twin and on the model in lock step."""
+
+    modules: list[ModuleType] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.twins: list[TwinSystem] = []
+        self.held: list[int] = []  # objects the program holds, by creation number
+        self.logs = ListHandler()
+        self.logger = logging.getLogger("ppp")
+        self.logger.addHandler(self.logs)
+
+    @initialize(cfg=configs())
+    def start(self, cfg: Config) -> None:
+        self.cfg = cfg
+        logs = []
+        for module in self.modules:
+            env = Env(fail=cfg.initial_failures)
+            self.twins.append(TwinSystem(module, cfg, self.clock, env))
+            logs.append(self.logs.take())
+        assert all(log == logs[0] for log in logs), f"construction logs differ: {logs}"
+        self.model = Model(cfg, self.clock, Env(fail=cfg.initial_failures))
+
+    def systems(self) -> Iterator[Any]:
+        yield from self.twins
+        yield self.model
+
+    def run(self, step: Callable[[Any], Any]) -> tuple[Any, ...]:
+        """Run one step on every system; the twins must agree exactly (result and
+        log), the model on the result type and value."""
+        results = []
+        logs = []
+        for twin in self.twins:
+            self.logs.records.clear()
+            results.append(outcome(lambda twin=twin: step(twin)))
+            logs.append(self.logs.take())
+        expected = outcome(lambda: step(self.model))
+        first = results[0]
+        for twin, result, log in zip(self.twins[1:], results[1:], logs[1:], strict=True):
+            assert result == first, f"{twin.name} returned {result}, {self.twins[0].name} {first}"
+            assert log == logs[0], f"{twin.name} logged {log}, {self.twins[0].name} {logs[0]}"
+        assert first[:2] == expected[:2], f"the twins gave {first}, the model {expected}"
+        if first[0] == "raise" and first[1] == "TimeOut":
+            assert "timeout after" in first[2]
+        return first
+
+    # --- getting and returning
+
+    @rule(timeout=st.sampled_from([None, None, 0, 0.001]))
+    def get(self, timeout: float | None) -> None:
+        if self.model.would_block(timeout):
+            timeout = 0.001  # a single thread would wait forever: wait a little instead
+        result = self.run(lambda s: s.get(timeout))
+        if result[0] == "ok":
+            assert result[1] not in self.held, f"object {result[1]} handed out twice"
+            self.held.append(result[1])
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data())
+    def ret(self, data: st.DataObject) -> None:
+        n = data.draw(st.sampled_from(self.held))
+        self.held.remove(n)
+        self.run(lambda s: s.ret(n))
+
+    @precondition(lambda self: self.model.c["ncreated"])
+    @rule(data=st.data())
+    def ret_not_held(self, data: st.DataObject) -> None:
+        """A double return, or the return of a killed, retired or idle object."""
+        made = sorted(self.twins[0].objs)
+        n = data.draw(st.sampled_from([m for m in made if m not in self.held] or made))
+        if n in self.held:
+            return
+        self.run(lambda s: s.ret(n))
+
+    @rule(kind=st.sampled_from(["lookalike", "list", "none"]), n=st.integers(0, 5))
+    def ret_foreign(self, kind: str, n: int) -> None:
+        self.run(lambda s: s.ret_foreign(kind, n) if isinstance(s, TwinSystem) else s.ret(None))
+
+    @rule(timeout=st.sampled_from([0, 0.001]), fail=st.booleans())
+    def use(self, timeout: float, fail: bool) -> None:
+        self.run(lambda s: s.use(timeout, fail))
+
+    # --- faults
+
+    @rule(count=st.integers(1, 2))
+    def arm_fun_failure(self, count: int) -> None:
+        for s in self.systems():
+            s.env.fail += count
+
+    @rule(hook=st.sampled_from(HOOKS))
+    def toggle_raising(self, hook: str) -> None:
+        for s in self.systems():
+            s.env.raising ^= {hook}
+
+    @precondition(lambda self: self.model.c["ncreated"])
+    @rule(data=st.data())
+    def flip_health(self, data: st.DataObject) -> None:
+        n = data.draw(st.integers(0, self.model.c["ncreating"] - 1))
+        for s in self.systems():
+            s.env.unhealthy ^= {n}
+
+    # --- time, housekeeping, shutdown
+
+    @rule(dt=st.sampled_from([0.5, 3.0, 7.0, 12.0, 31.0]))
+    def advance(self, dt: float) -> None:
+        self.clock.now += dt
+
+    @rule()
+    def hk_round(self) -> None:
+        self.run(lambda s: s.hk_round())
+
+    @rule()
+    def shutdown(self) -> None:
+        self.run(lambda s: s.shutdown())
+
+    # --- after every step
+
+    @invariant()
+    def agree(self) -> None:
+        if not self.twins:
+            return
+        stats = [twin.stats() for twin in self.twins]
+        for twin, data in zip(self.twins[1:], stats[1:], strict=True):
+            assert data == stats[0], f"stats differ: {twin.name} vs {self.twins[0].name}"
+        expected = self.model.stats()
+        got = {k: stats[0][k] for k in MODELLED}
+        assert got == expected, "the twins' stats differ from the model's"
+        for twin in self.twins:
+            twin.check_state()
+            assert twin.env.events == self.model.env.events, f"{twin.name} hook calls differ"
+        using = sorted(i["n"] for i in expected["using"])
+        assert set(using) <= set(self.held), "the pool has an object in use nobody holds"
+
+    def teardown(self) -> None:
+        """Shut down, give everything back: every object made is closed exactly once."""
+        self.logger.removeHandler(self.logs)
+        if not self.twins:
+            return
+        for s in self.systems():
+            s.env.raising.clear()
+            s.shutdown()
+            for n in self.held:
+                s.ret(n)
+        for twin in self.twins:
+            assert twin.pool.stats()["nobjs"] == 0
+            if "closer" in self.cfg.hooks:
+                closed = sorted(n for name, n in twin.env.events if name == "closer")
+                assert closed == sorted(twin.objs), f"{twin.name}: objects closed != made"
+
+
+def test_twins_and_model_agree() -> None:
+    PoolMachine.modules = twin_modules()
+    run_state_machine_as_test(
+        PoolMachine,
+        settings=settings(
+            max_examples=150,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+# ------------------------------------------------- regressions it found
+
+
+def _get_here(pool: Any) -> Any:
+    return pool.get()  # LEAK-TRACE-LINE
+
+
+def test_leak_trace_stack_ends_at_the_caller(Pool: Any) -> None:
+    """The recorded stack ends at the caller's line of ``get``, on the idle (hot) path,
+    the creation path and under ``obj()``; it used to cut a fixed three frames, which
+    dropped the caller on the hot path and kept pool frames on the pure twin."""
+    pool = Pool(Obj, min_size=1, leak_trace=True, delay=1e9)
+    try:
+        idle = _get_here(pool)  # the object made by the initial fill: hot path
+        made = _get_here(pool)  # nothing idle: creation path
+        for obj in (idle, made):
+            stack = pool._slots[id(obj)].stack
+            assert "LEAK-TRACE-LINE" in stack[-1], stack[-1]
+            assert "test_leak_trace_stack_ends_at_the_caller" in stack[-2]
+            assert not any("ppp/_" in frame.splitlines()[0] for frame in stack)
+        with pool.obj() as obj:  # OBJ-LINE
+            stack = pool._slots[id(obj)].stack
+            assert "OBJ-LINE" in stack[-1], stack[-1]
+        pool.ret(idle)
+        pool.ret(made)
+    finally:
+        pool.shutdown()

@@ -573,17 +573,24 @@ class PoolBase:
 
     def _abandon(self, waiter: Waiter) -> None:
         """A waiter interrupted (KeyboardInterrupt...): give back whatever it was granted."""
+        closing = None
         self._acquire()
         if waiter in self._waiters:
             self._waiters.remove(waiter)
         elif waiter.slot is not None:
             slot = waiter.slot
-            self._nusing -= 1
-            self._put_idle(slot)
+            if self._shutdown:
+                self._forget(slot)
+                closing = slot.obj
+            else:
+                self._nusing -= 1
+                self._put_idle(slot)
         elif waiter.create >= 0:
             self._npending -= 1
             self._free_capacity()
         self._release()
+        if closing is not None:
+            self._close(closing)
 
     # ---------------------------------------------------------- public API
 

@@ -187,3 +187,20 @@ def test_interrupted_wait_gives_back_its_grant(Pool: Any, counter: Any) -> None:
     s = pool.stats()
     assert (s["nusing"], s["navail"], s["nwaiting"]) == (0, 1, 0)
     assert pool.get(timeout=0) is held
+
+
+def test_interrupted_wait_after_shutdown_closes_its_grant(Pool: Any, counter: Any) -> None:
+    pool = Pool(counter, min_size=0, max_size=1, closer=counter.close)
+    held = pool.get()
+    from ppp._common import Waiter
+
+    pool._acquire()
+    waiter = Waiter(pool._now())
+    pool._waiters.append(waiter)
+    pool._release()
+    pool.ret(held)  # granted to the waiter...
+    pool.shutdown()  # ...the pool shuts down before the waiter wakes...
+    pool._abandon(waiter)  # ...and the waiter dies: the object is closed, not parked
+    s = pool.stats()
+    assert counter.closed == [held]
+    assert (s["nobjs"], s["nusing"], s["navail"]) == (0, 0, 0)

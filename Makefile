@@ -40,7 +40,7 @@ test: $(STAMP)
 	@echo "=== leg 1/2: compiled and pure twins (ppp.BACKEND=cython) ==="
 	$(VPY) -X dev -m pytest $(PYTEST_ARGS)
 	@echo "=== leg 2/2: pure twin only (PPP_NO_EXTENSIONS=1, ppp.BACKEND=python) ==="
-	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest $(PYTEST_ARGS)
+	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest -m "not cython" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppp tests bench

@@ -1,0 +1,533 @@
+"""Shared pieces of the benchmarks: stand-in objects, every pool behind one face, the loops.
+
+Sub-microsecond operations are timed as a loop of many operations per round
+(``extra_info["ops"]``); ``bench/report.py`` divides the round's median by it and
+compares each case with its group's reference (``extra_info["ref"]``), which is
+measured in the same run.  Peers are optional (``pip install .[bench]``): a
+missing one skips with a note, never errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import queue
+import threading
+import types
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+UNROLL = 10  # operations written out per loop iteration, so loop overhead stays ~1 ns
+
+# --------------------------------------------------------------------- groups
+
+#: group id -> (title, unit of the per-operation figure)
+GROUPS: dict[str, tuple[str, str]] = {
+    "pool-pair": ("Pool get+ret, 1 thread, max_size=8", "ns per get+ret"),
+    "pool-with": ("`with pool.obj()`, 1 thread, max_size=8", "ns per with-block"),
+    "pool-options": ("ppp get+ret with one option switched on, 1 thread", "ns per get+ret"),
+}
+for _work in ("cpu", "nogil"):
+    for _n in (2, 8, 32):
+        GROUPS[f"pool-contended-{_work}-{_n}"] = (
+            f"{_n} threads on a pool of {max(1, _n // 2)}, "
+            + ("CPU work holding the GIL" if _work == "cpu" else "work that releases the GIL")
+            + " between get and ret",
+            "ns wall per pair (all threads)",
+        )
+GROUPS["pool-expiry-scan"] = (
+    "Housekeeping round over 10,000 idle objects, none expiring",
+    "ns per idle object",
+)
+GROUPS["pool-expiry-all"] = (
+    "Housekeeping round expiring 10,000 idle objects",
+    "ns per idle object",
+)
+
+
+def tag(
+    benchmark: Any, group: str, impl: str, label: str, ops: int, ref: bool = False, **info: Any
+) -> None:
+    """Name a measurement for the report: its group, who it measures, how many operations."""
+    assert group in GROUPS, group
+    benchmark.group = group
+    benchmark.extra_info.update(impl=impl, label=label, ops=ops, ref=ref, **info)
+
+
+def scaled(benchmark: Any, full: int, smoke: int) -> int:
+    """``full`` when measuring, ``smoke`` under ``--benchmark-disable`` (one quick call)."""
+    return smoke if benchmark.disabled else full
+
+
+def machine_name() -> str:
+    """CPU model and core count, for the report and the README."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
+
+
+# ------------------------------------------------------------------- objects
+
+
+class Conn:
+    """A stand-in DB-API connection: what is measured is the pool, not a database."""
+
+    threadsafety = 1
+
+    def __init__(self, n: int = 0) -> None:
+        self.n = n
+        self.x = n
+        self.closed = False
+
+    def m(self) -> int:
+        return self.x
+
+    def cursor(self) -> None:
+        return None
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _fake_dbapi() -> types.ModuleType:
+    """A DB-API module over :class:`Conn`, which DBUtils needs to find its exceptions."""
+    mod = types.ModuleType("fake_dbapi")
+    mod.connect = Conn  # type: ignore[attr-defined]
+    mod.threadsafety = 1  # type: ignore[attr-defined]
+    for name in ("Error", "OperationalError", "InterfaceError", "InternalError"):
+        setattr(mod, name, type(name, (Exception,), {}))
+    return mod
+
+
+# --------------------------------------------------------------------- faces
+
+
+class Maker:
+    """The ``fun`` a pool creates with: makes :class:`Conn` objects and counts them."""
+
+    def __init__(self) -> None:
+        self._made: list[int] = []  # list.append is atomic: creations may race
+
+    def __call__(self, n: int = 0) -> Conn:
+        self._made.append(n)
+        return Conn(n)
+
+    @property
+    def count(self) -> int:
+        return len(self._made)
+
+
+@dataclass
+class Face:
+    """One pool behind a common face, so every loop runs the same code on each.
+
+    ``ret(get())`` is a get+return pair; ``key(handle)`` is the identity of the
+    object underneath (peers hand out wrappers); ``ctx()`` is the pool's own
+    context manager; ``check()`` asserts the pool's invariants once all threads
+    are done: nothing still out, no more objects created than ``size``."""
+
+    impl: str
+    label: str
+    size: int
+    maker: Maker
+    pool: Any
+    get: Callable[[], Any]
+    ret: Callable[[Any], Any]
+    ctx: Callable[[], AbstractContextManager[Any]]
+    close: Callable[[], Any]
+    check_pool: Callable[[], None]
+    key: Callable[[Any], int] = id
+
+    def check(self) -> None:
+        made = self.maker.count
+        assert made <= self.size, f"{self.label}: {made} objects created for a size of {self.size}"
+        self.check_pool()
+
+
+def ppp_face(Pool: Any, size: int, **kwargs: Any) -> Face:
+    """ppp's Pool (either twin) with ``max_size=size``; ``kwargs`` go to the Pool."""
+    backend = Pool._backend
+    maker = Maker()
+    pool = Pool(maker, **{"max_size": size, **kwargs})
+
+    def check_pool() -> None:
+        s = pool.stats()
+        assert s["nusing"] == 0 and s["ntimeouts"] == 0 and s["nobjs"] <= size, s
+
+    label = "ppp compiled" if backend == "cython" else "ppp pure"
+    return Face(
+        f"ppp-{backend}",
+        label,
+        size,
+        maker,
+        pool,
+        pool.get,
+        pool.ret,
+        pool.obj,
+        pool.shutdown,
+        check_pool,
+    )
+
+
+def simplequeue_face(size: int) -> Face:
+    """The floor: a ``queue.SimpleQueue`` holding ``size`` objects."""
+    maker = Maker()
+    q: queue.SimpleQueue[Conn] = queue.SimpleQueue()
+    for n in range(size):
+        q.put(maker(n))
+
+    def check_pool() -> None:
+        assert q.qsize() == size, q.qsize()
+
+    def no_ctx() -> AbstractContextManager[Any]:
+        raise NotImplementedError("SimpleQueue has no context manager: see try_finally_loop")
+
+    return Face(
+        "SimpleQueue",
+        "queue.SimpleQueue",
+        size,
+        maker,
+        q,
+        q.get,
+        q.put,
+        no_ctx,
+        lambda: None,
+        check_pool,
+    )
+
+
+def _skip_missing(module: str, peer: str) -> Any:
+    return pytest.importorskip(
+        module, reason=f"peer {peer} is not installed (pip install .[bench]): skipped"
+    )
+
+
+def proxypatternpool_face(size: int) -> Face:
+    """ProxyPatternPool 11.6, the package ppp replaces."""
+    ppp11 = _skip_missing("ProxyPatternPool", "ProxyPatternPool")
+    maker = Maker()
+    pool = ppp11.Pool(maker, max_size=size, timeout=30.0)
+
+    def check_pool() -> None:
+        assert not pool._using and pool._nobjs <= size, (pool._using, pool._nobjs)
+
+    return Face(
+        "ProxyPatternPool",
+        "ProxyPatternPool 11.6",
+        size,
+        maker,
+        pool,
+        pool.get,
+        pool.ret,
+        pool.obj,
+        pool.shutdown,
+        check_pool,
+    )
+
+
+def sqlalchemy_face(size: int) -> Face:
+    """SQLAlchemy's QueuePool, without reset-on-return (no DB-API call is timed)."""
+    _skip_missing("sqlalchemy", "SQLAlchemy")
+    from sqlalchemy.pool import QueuePool
+    from sqlalchemy.pool.base import _ConnectionFairy
+
+    maker = Maker()
+    pool = QueuePool(maker, pool_size=size, max_overflow=0, timeout=30.0, reset_on_return=None)
+
+    def check_pool() -> None:
+        assert pool.checkedout() == 0, pool.status()
+
+    return Face(
+        "SQLAlchemy",
+        "SQLAlchemy QueuePool",
+        size,
+        maker,
+        pool,
+        pool.connect,
+        _ConnectionFairy.close,
+        pool.connect,
+        pool.dispose,
+        check_pool,
+        key=lambda c: id(c.dbapi_connection),
+    )
+
+
+def dbutils_face(size: int) -> Face:
+    """DBUtils' PooledDB, blocking at ``maxconnections``, no ping, no reset."""
+    _skip_missing("dbutils", "DBUtils")
+    from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
+
+    maker = Maker()
+    dbapi = _fake_dbapi()
+    dbapi.connect = maker  # type: ignore[attr-defined]
+    pool = PooledDB(
+        dbapi,
+        mincached=0,
+        maxcached=size,
+        maxshared=0,
+        maxconnections=size,
+        blocking=True,
+        reset=False,
+        ping=0,
+    )
+
+    def check_pool() -> None:
+        assert pool._connections == 0, pool._connections
+
+    return Face(
+        "DBUtils",
+        "DBUtils PooledDB",
+        size,
+        maker,
+        pool,
+        pool.connection,
+        PooledDedicatedDBConnection.close,
+        pool.connection,
+        pool.close,
+        check_pool,
+        key=lambda c: id(c._con._con),
+    )
+
+
+PG_CONNINFO = os.environ.get(
+    "PPP_BENCH_PG", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+)
+
+
+def psycopg_face(size: int) -> Face:
+    """psycopg_pool's ConnectionPool over real connections to the local PostgreSQL.
+
+    Its objects are real connections, so it cannot count creations through a
+    ``fun``: ``check`` reads the pool's own statistics instead."""
+    psycopg = _skip_missing("psycopg", "psycopg")
+    psycopg_pool = _skip_missing("psycopg_pool", "psycopg_pool")
+    try:
+        psycopg.connect(PG_CONNINFO).close()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL unreachable at {PG_CONNINFO!r}: {exc}"
+        if os.environ.get("PPP_REQUIRE_SERVERS") == "1":
+            pytest.fail(message)
+        pytest.skip(f"psycopg_pool skipped: {message}")
+    pool = psycopg_pool.ConnectionPool(
+        PG_CONNINFO, min_size=size, max_size=size, timeout=30.0, open=True
+    )
+    pool.wait(timeout=30.0)
+
+    def check_pool() -> None:
+        stats = pool.get_stats()
+        assert stats["connections_num"] <= size, stats
+        assert stats.get("requests_errors", 0) == 0, stats
+        assert stats["pool_available"] == stats["pool_size"] <= size, stats
+
+    return Face(
+        "psycopg_pool",
+        "psycopg_pool (PostgreSQL)",
+        size,
+        Maker(),
+        pool,
+        pool.getconn,
+        pool.putconn,
+        pool.connection,
+        pool.close,
+        check_pool,
+    )
+
+
+PEERS: dict[str, Callable[[int], Face]] = {
+    "SimpleQueue": simplequeue_face,
+    "ProxyPatternPool": proxypatternpool_face,
+    "SQLAlchemy": sqlalchemy_face,
+    "DBUtils": dbutils_face,
+    "psycopg_pool": psycopg_face,
+}
+
+# --------------------------------------------------------------------- loops
+
+
+def pair_loop(get: Callable[[], Any], ret: Callable[[Any], Any], n: int) -> None:
+    """``n`` get+return pairs in one thread."""
+    for _ in range(n // UNROLL):
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+        ret(get())
+
+
+def with_loop(ctx: Callable[[], AbstractContextManager[Any]], n: int) -> None:
+    """``n`` with-blocks on the pool's own context manager."""
+    for _ in range(n // UNROLL):
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+        with ctx():
+            pass
+
+
+def try_finally_loop(get: Callable[[], Any], ret: Callable[[Any], Any], n: int) -> None:
+    """The floor of a with-block: get, then return in ``finally``, written inline."""
+    for _ in range(n // UNROLL):
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+        o = get()
+        try:
+            pass
+        finally:
+            ret(o)
+
+
+# ------------------------------------------------------------- contended work
+
+_BLOB = os.urandom(16 * 1024)
+
+
+def cpu_work() -> int:
+    """About a microsecond of pure-Python arithmetic that holds the GIL."""
+    x = 0
+    for i in range(24):
+        x += i * i
+    return x
+
+
+def nogil_work() -> int:
+    """SHA-256 of 16 KiB: CPU work during which ``hashlib`` releases the GIL."""
+    return hashlib.sha256(_BLOB).digest()[0]
+
+
+WORKS: dict[str, Callable[[], int]] = {"cpu": cpu_work, "nogil": nogil_work}
+
+JOIN_TIMEOUT = 120.0  # far above the pools' own 30 s timeout: a hang shows as TimeOut
+
+
+def contended_round(face: Face, nthreads: int, pairs: int, work: Callable[[], int]) -> Any:
+    """Set up one contended round: ``nthreads`` started threads waiting for a start signal.
+
+    Returns the ``(args, kwargs)`` that :func:`run_contended` takes.  Each thread
+    does ``pairs // nthreads`` pairs; it marks the object it holds as its own
+    before the work and checks the mark after it, so an object handed to two
+    threads at once is counted as an error."""
+    go = threading.Event()
+    errors: list[str] = []
+    owners: dict[int, object] = {}
+    per_thread = pairs // nthreads
+    get, ret, key = face.get, face.ret, face.key
+
+    def body() -> None:
+        me = object()
+        bad = 0
+        go.wait()
+        try:
+            for _ in range(per_thread):
+                h = get()
+                k = key(h)
+                if owners.get(k) is not None:
+                    bad += 1
+                owners[k] = me
+                work()
+                if owners.get(k) is not me:
+                    bad += 1
+                owners[k] = None
+                ret(h)
+        except BaseException as exc:  # a TimeOut or a peer's error fails the round
+            errors.append(f"{type(exc).__name__}: {exc}")
+        if bad:
+            errors.append(f"{bad} double hand-outs seen")
+
+    threads = [threading.Thread(target=body, daemon=True) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    return (face, go, threads, errors), {}
+
+
+def run_contended(
+    face: Face, go: threading.Event, threads: list[threading.Thread], errors: list[str]
+) -> None:
+    """Start the threads, wait for them all, and assert that nothing went wrong."""
+    go.set()
+    for t in threads:
+        t.join(JOIN_TIMEOUT)
+    alive = sum(t.is_alive() for t in threads)
+    assert not alive, f"{face.label}: {alive} thread(s) still running after {JOIN_TIMEOUT} s"
+    assert not errors, f"{face.label}: {errors[:5]}"
+    face.check()

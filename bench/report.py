@@ -1,0 +1,314 @@
+"""Turn a pytest-benchmark JSON file into a Markdown table and a PNG chart of the ratios.
+
+Usage: ``python bench/report.py bench/results/latest.json [--out bench/results]``
+(``make bench`` runs it).  Each benchmark tags itself (``benchkit.tag``) with its
+group, who it measures, the number of operations in one round, and whether it
+is its group's reference.  Figures are per operation: the median round divided
+by that number.  Ratios compare each case with the reference of its group,
+measured in the same run on the same machine, so they hold across machines
+better than the times do.  The issue's targets are checked at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchkit import GROUPS
+
+
+@dataclass
+class Row:
+    group: str
+    impl: str
+    label: str
+    per_op: float  # seconds per operation (median round / ops)
+    spread: float  # interquartile range / median
+    rounds: int
+    ref: bool
+    ratio: float = math.nan  # per_op / the group reference's per_op
+
+
+def load(path: Path) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    """Rows by group (in GROUPS order) and the run's metadata."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    groups: dict[str, list[Row]] = {}
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if "ops" not in info or b.get("group") not in GROUPS:
+            continue
+        stats = b["stats"]
+        median = stats["median"]
+        groups.setdefault(b["group"], []).append(
+            Row(
+                group=b["group"],
+                impl=info["impl"],
+                label=info["label"],
+                per_op=median / info["ops"],
+                spread=stats["iqr"] / median if median else math.nan,
+                rounds=stats["rounds"],
+                ref=bool(info.get("ref")),
+            )
+        )
+    for rows in groups.values():
+        refs = [r for r in rows if r.ref]
+        for r in rows:
+            r.ratio = r.per_op / refs[0].per_op if refs else math.nan
+        rows.sort(key=lambda r: r.per_op)
+    ordered = {g: groups[g] for g in GROUPS if g in groups}
+    return ordered, data
+
+
+def fmt_time(seconds: float) -> str:
+    """A per-operation time with a unit a reader takes in at a glance."""
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:,.2f} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:,.2f} µs"
+    return f"{seconds * 1e9:,.1f} ns"
+
+
+def fmt_ratio(ratio: float) -> str:
+    if math.isnan(ratio):
+        return "–"
+    return f"{ratio:.2f}×" if ratio < 100 else f"{ratio:,.0f}×"
+
+
+def machine(data: dict[str, Any]) -> str:
+    """The machine the run measured, as the README names it."""
+    mi = data.get("machine_info", {})
+    cpu = mi.get("cpu", {})
+    brand = cpu.get("brand_raw") or mi.get("processor") or mi.get("machine", "?")
+    count = cpu.get("count", "?")
+    return (
+        f"{brand}, {count} cores, {mi.get('system', '?')} {mi.get('release', '')}; "
+        f"{mi.get('python_implementation', 'Python')} {mi.get('python_version', '?')}"
+    ).strip()
+
+
+# --------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    """One target of issue 4: a ratio between two cases of one group and its limit."""
+
+    text: str
+    group: str
+    impl: str
+    versus: str
+    limit: float
+    at_most: bool = True  # False: the ratio must be at least the limit
+    invert: bool = False  # compare versus/impl (a throughput) instead of impl/versus
+
+
+TARGETS = [
+    Target(
+        "Pool get+ret, compiled ≤ 3× SimpleQueue get+put",
+        "pool-pair",
+        "ppp-cython",
+        "SimpleQueue",
+        3.0,
+    ),
+    Target(
+        "Pool get+ret, pure ≤ ⅓ of ProxyPatternPool",
+        "pool-pair",
+        "ppp-python",
+        "ProxyPatternPool",
+        1 / 3,
+    ),
+    Target(
+        "32 threads on 16, CPU work: compiled ≥ 0.3× SimpleQueue's pairs/s",
+        "pool-contended-cpu-32",
+        "ppp-cython",
+        "SimpleQueue",
+        0.3,
+        at_most=False,
+        invert=True,
+    ),
+    Target(
+        "Proxy read, shared object ≤ 5× a direct read",
+        "proxy-read-shared",
+        "ppp-cython",
+        "direct",
+        5.0,
+    ),
+    Target(
+        "Proxy read, per-thread pooled object (compiled) ≤ 12× a direct read",
+        "proxy-read-pooled",
+        "ppp-cython",
+        "direct",
+        12.0,
+    ),
+    Target(
+        "Proxy read, pure twin ≤ ½ lazy-object-proxy's C proxy",
+        "proxy-read-shared",
+        "ppp-python",
+        "lazy-object-proxy",
+        0.5,
+    ),
+    Target(
+        "2,000 short threads forgetting _ret_obj, cost per thread ≤ 1.3× a bare thread",
+        "proxy-churn",
+        "ppp-cython:noret",
+        "bare-thread",
+        1.3,
+    ),
+]
+
+
+def check_targets(groups: dict[str, list[Row]]) -> list[tuple[Target, float | None, bool | None]]:
+    results: list[tuple[Target, float | None, bool | None]] = []
+    for t in TARGETS:
+        by_impl = {r.impl: r for r in groups.get(t.group, [])}
+        a, b = by_impl.get(t.impl), by_impl.get(t.versus)
+        if a is None or b is None:
+            results.append((t, None, None))
+            continue
+        value = b.per_op / a.per_op if t.invert else a.per_op / b.per_op
+        met = value <= t.limit if t.at_most else value >= t.limit
+        results.append((t, value, met))
+    return results
+
+
+# --------------------------------------------------------------------- outputs
+
+
+def markdown(groups: dict[str, list[Row]], data: dict[str, Any], chart: str | None) -> str:
+    commit = data.get("commit_info", {})
+    lines = [
+        "# ppp benchmarks",
+        "",
+        f"Machine: {machine(data)}.  ",
+        f"Run: {data.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+        + (" (dirty)" if commit.get("dirty") else "")
+        + f", pytest-benchmark {data.get('version', '?')}.",
+        "",
+        "Times are medians per operation (a round is a loop of many operations; "
+        "contended cases are wall time over all threads divided by the pairs done). "
+        "The ratio compares each case with its group's reference (**bold**), measured "
+        "in the same run. Spread is the interquartile range of the rounds over their "
+        "median: this machine is shared, so trust ratios over times.",
+        "",
+    ]
+    if chart:
+        lines += [f"![ratios]({chart})", ""]
+    lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---:|---:|---|"]
+    for t, value, met in check_targets(groups):
+        sign = "≤" if t.at_most else "≥"
+        shown = "not measured" if value is None else f"{value:.2f}"
+        verdict = "–" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {t.text} | {shown} | {sign} {t.limit:.2f} | {verdict} |")
+    lines.append("")
+    for group, rows in groups.items():
+        title, unit = GROUPS[group]
+        lines += [
+            f"## {title}",
+            "",
+            f"`{group}`: {unit}.",
+            "",
+            "| case | time per op | ratio | spread | rounds |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            label = f"**{r.label}**" if r.ref else r.label
+            lines.append(
+                f"| {label} | {fmt_time(r.per_op)} | {fmt_ratio(r.ratio)} | "
+                f"{r.spread:.0%} | {r.rounds} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def color(impl: str, ref: bool) -> str:
+    if ref:
+        return "#999999"
+    if impl.startswith("ppp-cython"):
+        return "#1f4e9c"
+    if impl.startswith("ppp-python"):
+        return "#6fa8dc"
+    return "#e69138"
+
+
+def chart(groups: dict[str, list[Row]], data: dict[str, Any], path: Path) -> None:
+    """One panel per group: each case's ratio to the reference, on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    ncols = 2
+    nrows = math.ceil(len(names) / ncols)
+    heights = [
+        max(len(groups[n]) for n in names[i * ncols : (i + 1) * ncols]) for i in range(nrows)
+    ]
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(15, 0.28 * sum(heights) + 1.1 * nrows + 1),
+        gridspec_kw={"height_ratios": [h + 2 for h in heights]},
+        squeeze=False,
+    )
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        rows = groups[name][::-1]  # fastest on top
+        ratios = [r.ratio if not math.isnan(r.ratio) else 1.0 for r in rows]
+        ax.barh(
+            range(len(rows)),
+            ratios,
+            color=[color(r.impl, r.ref) for r in rows],
+        )
+        ax.set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.6)
+        for i, (r, x) in enumerate(zip(rows, ratios, strict=True)):
+            ax.text(x, i, f" {fmt_ratio(r.ratio)}  {fmt_time(r.per_op)}", va="center", fontsize=7)
+        ax.set_xlim(min(ratios + [1.0]) / 1.5, max(ratios + [1.0]) * 12)
+        ax.set_title(f"{GROUPS[name][0]}", fontsize=9, loc="left")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(
+        f"ppp: time per operation relative to each group's reference (grey)\n{machine(data)}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.975))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--no-chart", action="store_true", help="write the table only")
+    args = parser.parse_args(argv)
+    groups, data = load(args.json)
+    if not groups:
+        print(
+            f"{args.json}: no tagged benchmarks (was it run with --benchmark-disable?)",
+            file=sys.stderr,
+        )
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    png = None
+    if not args.no_chart:
+        png = "bench.png"
+        chart(groups, data, args.out / png)
+    md = args.out / "bench.md"
+    md.write_text(markdown(groups, data, png), encoding="utf-8")
+    print(f"wrote {md}" + (f" and {args.out / png}" if png else ""))
+    for t, value, met in check_targets(groups):
+        verdict = "not measured" if met is None else ("met" if met else "NOT met")
+        shown = "" if value is None else f" ({value:.2f}, limit {t.limit:.2f})"
+        print(f"  {verdict:12} {t.text}{shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

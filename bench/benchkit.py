@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -47,6 +47,19 @@ GROUPS["pool-expiry-scan"] = (
 GROUPS["pool-expiry-all"] = (
     "Housekeeping round expiring 10,000 idle objects",
     "ns per idle object",
+)
+_SCOPES = {
+    "shared": "shared object (obj=)",
+    "thread": "per-thread object, no pool (fun=, max_size=None)",
+    "pooled": "per-thread object from a pool (fun=, max_size=16)",
+    "versatile": "per-thread-and-task object (scope=VERSATILE, max_size=16)",
+}
+for _op, _what in (("read", "attribute read"), ("call", "method call")):
+    for _scope, _desc in _SCOPES.items():
+        GROUPS[f"proxy-{_op}-{_scope}"] = (f"Proxy {_what}, {_desc}", f"ns per {_what}")
+GROUPS["proxy-churn"] = (
+    "2,000 short threads, at most 16 alive, each reading through Proxy(fun, max_size=16)",
+    "µs per thread",
 )
 
 
@@ -250,7 +263,9 @@ def sqlalchemy_face(size: int) -> Face:
     from sqlalchemy.pool.base import _ConnectionFairy
 
     maker = Maker()
-    pool = QueuePool(maker, pool_size=size, max_overflow=0, timeout=30.0, reset_on_return=None)
+    pool = QueuePool(
+        cast(Any, maker), pool_size=size, max_overflow=0, timeout=30.0, reset_on_return=None
+    )
 
     def check_pool() -> None:
         assert pool.checkedout() == 0, pool.status()
@@ -273,7 +288,10 @@ def sqlalchemy_face(size: int) -> Face:
 def dbutils_face(size: int) -> Face:
     """DBUtils' PooledDB, blocking at ``maxconnections``, no ping, no reset."""
     _skip_missing("dbutils", "DBUtils")
-    from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
+    from dbutils.pooled_db import (  # type: ignore[import-untyped]
+        PooledDB,
+        PooledDedicatedDBConnection,
+    )
 
     maker = Maker()
     dbapi = _fake_dbapi()

@@ -34,14 +34,21 @@ class Row:
     ratio: float = math.nan  # per_op / the group reference's per_op
 
 
-def load(path: Path) -> tuple[dict[str, list[Row]], dict[str, Any]]:
-    """Rows by group (in GROUPS order) and the run's metadata."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+def load(paths: list[Path]) -> tuple[dict[str, list[Row]], dict[str, Any]]:
+    """Rows by group (in GROUPS order) and the first run's metadata.
+
+    Several files (the legs of one ``make bench``) merge; a case measured in
+    more than one keeps its first measurement."""
+    datas = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     groups: dict[str, list[Row]] = {}
-    for b in data["benchmarks"]:
+    seen: set[tuple[str, str]] = set()
+    for b in (b for data in datas for b in data["benchmarks"]):
         info = b.get("extra_info", {})
         if "ops" not in info or b.get("group") not in GROUPS:
             continue
+        if (b["group"], info["impl"]) in seen:
+            continue
+        seen.add((b["group"], info["impl"]))
         stats = b["stats"]
         median = stats["median"]
         groups.setdefault(b["group"], []).append(
@@ -61,7 +68,7 @@ def load(path: Path) -> tuple[dict[str, list[Row]], dict[str, Any]]:
             r.ratio = r.per_op / refs[0].per_op if refs else math.nan
         rows.sort(key=lambda r: r.per_op)
     ordered = {g: groups[g] for g in GROUPS if g in groups}
-    return ordered, data
+    return ordered, datas[0]
 
 
 def fmt_time(seconds: float) -> str:
@@ -284,7 +291,9 @@ def chart(groups: dict[str, list[Row]], data: dict[str, Any], path: Path) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path, help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument(
+        "json", type=Path, nargs="+", help="pytest-benchmark JSON files (--benchmark-json)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--no-chart", action="store_true", help="write the table only")
     args = parser.parse_args(argv)

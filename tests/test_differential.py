@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -103,6 +104,7 @@ class Env:
     """The behaviour of one system's ``fun`` and hooks, and the record of their calls."""
 
     fail: int = 0  # the next ``fail`` calls of fun raise
+    dup_of: int | None = None  # the next call of fun returns this object again, if pooled
     raising: set[str] = field(default_factory=set)  # hooks that raise
     unhealthy: set[int] = field(default_factory=set)  # objects whose health check fails
     events: list[tuple[str, int]] = field(default_factory=list)
@@ -231,6 +233,9 @@ class TwinSystem:
 
     def _fun(self, n: int) -> Obj:
         self.env.fun_call(n)
+        dup, self.env.dup_of = self.env.dup_of, None
+        if dup is not None and id(self.objs[dup]) in self.pool._slots:
+            return self.objs[dup]  # a buggy fun: the pool must refuse it
         obj = self.objs[n] = Obj(n)
         return obj
 
@@ -343,6 +348,10 @@ class Model:
         n = self.c["ncreating"]
         self.c["ncreating"] += 1
         self.env.fun_call(n)  # FunError propagates; the slot was never taken
+        dup, self.env.dup_of = self.env.dup_of, None
+        if dup is not None and dup in self.slots:
+            self.hook("opener", dup)
+            raise PoolException("fun returned an object the pool already holds")
         self.hook("opener", n)
         self.slots[n] = slot = MSlot(n, self.clock() if self.timed else 0.0)
         slot.last_get = slot.last_ret = slot.created
@@ -376,7 +385,7 @@ class Model:
         while not self.is_shutdown and len(self.slots) < self.cfg.min_size and self.has_room():
             try:
                 self.create(checkout=False)
-            except FunError:
+            except (FunError, PoolException):
                 return
 
     # the API
@@ -407,7 +416,7 @@ class Model:
         if slot is None or slot.state != USING:
             self.c["nbad_returns"] += 1
             return
-        self.hook("retter", n)
+        self.hook("retter", slot.n)
         self.c["nreturns"] += 1
         now = self.clock()
         if self.cfg.max_use and slot.uses >= self.cfg.max_use:
@@ -594,7 +603,7 @@ class PoolMachine(RuleBasedStateMachine):
         logs = []
         for twin in self.twins:
             self.logs.records.clear()
-            results.append(outcome(lambda twin=twin: step(twin)))
+            results.append(outcome(partial(step, twin)))
             logs.append(self.logs.take())
         expected = outcome(lambda: step(self.model))
         first = results[0]
@@ -649,6 +658,14 @@ class PoolMachine(RuleBasedStateMachine):
         for s in self.systems():
             s.env.fail += count
 
+    @precondition(lambda self: self.model.slots)
+    @rule(data=st.data())
+    def arm_duplicate(self, data: st.DataObject) -> None:
+        """The next creation returns an object the pool already holds."""
+        n = data.draw(st.sampled_from(sorted(self.model.slots)))
+        for s in self.systems():
+            s.env.dup_of = n
+
     @rule(hook=st.sampled_from(HOOKS))
     def toggle_raising(self, hook: str) -> None:
         for s in self.systems():
@@ -671,9 +688,10 @@ class PoolMachine(RuleBasedStateMachine):
     def hk_round(self) -> None:
         self.run(lambda s: s.hk_round())
 
-    @rule()
-    def shutdown(self) -> None:
-        self.run(lambda s: s.shutdown())
+    @rule(go=st.integers(0, 3))
+    def shutdown(self, go: int) -> None:
+        if go == 0:  # rarely: little happens after a shutdown
+            self.run(lambda s: s.shutdown())
 
     # --- after every step
 
@@ -695,14 +713,15 @@ class PoolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Shut down, give everything back: every object made is closed exactly once."""
-        self.logger.removeHandler(self.logs)
         if not self.twins:
+            self.logger.removeHandler(self.logs)
             return
         for s in self.systems():
             s.env.raising.clear()
             s.shutdown()
             for n in self.held:
                 s.ret(n)
+        self.logger.removeHandler(self.logs)
         for twin in self.twins:
             assert twin.pool.stats()["nobjs"] == 0
             if "closer" in self.cfg.hooks:

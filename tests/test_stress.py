@@ -1,0 +1,658 @@
+"""Threaded stress on both twins, with the pool's invariants checked all along.
+
+Up to 64 threads hammer one pool with ``sys.setswitchinterval`` at a
+microsecond, so the interpreter switches threads inside every critical
+section it can.  ``fun`` fails one time in three and sometimes sleeps, hooks
+raise, housekeeping runs for real, threads die holding objects, and pools
+are shut down while threads wait and while they hold objects.  Checked:
+
+- no object is ever handed to two holders (a ledger outside the pool);
+- while threads run, a monitor reads the pool's state under its own lock and
+  checks the size bound, the idle stack and the counts;
+- after every round the counts are exact (uses, returns, creations, failures,
+  timeouts) and nothing is lost: every object ever made is idle in the pool or
+  was closed exactly once;
+- nothing hangs: a watchdog turns a thread that does not finish into a stack
+  dump of every thread and a failure.
+
+The last tests check that the library itself leaks nothing: a million
+``get``/``ret`` pairs on the compiled twin leave the number of live objects,
+the allocated blocks and the process memory flat.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import gc
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+
+from ppp import PoolException, TimeOut
+
+IDLE, USING = 0, 1
+WATCHDOG = 90.0  # seconds a round may take before it counts as a hang
+
+
+@pytest.fixture(autouse=True)
+def switch_often() -> Iterator[None]:
+    """Switch threads every microsecond (the default is 5 ms) to shake out races."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+class FunError(Exception):
+    """``fun`` failing on purpose."""
+
+
+class HookError(Exception):
+    """A hook failing on purpose."""
+
+
+def mix(n: int, salt: int = 0) -> int:
+    """A cheap deterministic scramble of a creation number."""
+    return ((n + salt) * 2654435761) % 4294967296
+
+
+class Res:
+    """A pooled object that knows who holds it and whether it was closed."""
+
+    __slots__ = ("closed", "holder", "n")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.holder: str | None = None
+        self.closed = 0
+
+    def __repr__(self) -> str:
+        return f"Res({self.n})"
+
+
+class World:
+    """``fun``, the hooks and a ledger of holders, shared by a test's threads.
+
+    Worker threads never assert: they record problems in ``errors``, which the
+    main thread checks, so a violation fails the test with its description."""
+
+    def __init__(
+        self,
+        fail_one_in: int = 3,
+        sleep_one_in: int = 5,
+        hooks_fail: bool = False,
+        kills: bool = False,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.made: dict[int, Res] = {}
+        self.fun_failures = 0
+        self.closed: list[int] = []
+        self.errors: list[str] = []
+        self.fail_one_in = fail_one_in
+        self.sleep_one_in = sleep_one_in
+        self.hooks_fail = hooks_fail
+        self.kills = kills  # objects may be closed in their holder's hands (killed)
+
+    def fun(self, n: int) -> Res:
+        if self.fail_one_in and mix(n) % self.fail_one_in == 0:
+            with self.lock:
+                self.fun_failures += 1
+            raise FunError(f"creation {n} fails")
+        if self.sleep_one_in and mix(n, 7) % self.sleep_one_in == 0:
+            time.sleep(0.0005)
+        res = Res(n)
+        with self.lock:
+            if n in self.made:
+                self.errors.append(f"creation number {n} used twice")
+            self.made[n] = res
+        return res
+
+    def closer(self, res: Res) -> None:
+        with self.lock:
+            if res.closed:
+                self.errors.append(f"{res} closed twice")
+            if res.holder is not None and not self.kills:
+                self.errors.append(f"{res} closed while {res.holder} holds it")
+            res.closed += 1
+            self.closed.append(res.n)
+        if self.hooks_fail and mix(res.n, 3) % 4 == 0:
+            raise HookError("closer")
+
+    def hook(self, res: Res) -> None:
+        """getter and retter: slow or failing now and then (``ret`` runs the retter
+        with the pool unlocked, so a slow one widens the window for races)."""
+        draw = mix(res.n, time.perf_counter_ns())
+        if self.sleep_one_in and draw % (2 * self.sleep_one_in) == 1:
+            time.sleep(0.0001)
+        if self.hooks_fail and draw % 5 == 0:
+            raise HookError("getter/retter")
+
+    def health(self, res: Res) -> bool:
+        if res.holder is not None:
+            with self.lock:
+                self.errors.append(f"health check on {res} while {res.holder} holds it")
+        return mix(res.n, time.perf_counter_ns()) % 6 != 0
+
+    def take(self, res: Res) -> None:
+        name = threading.current_thread().name
+        with self.lock:
+            if res.holder is not None:
+                self.errors.append(f"{res} handed to {name} while {res.holder} holds it")
+            if res.closed:
+                self.errors.append(f"{res} handed to {name} after it was closed")
+            res.holder = name
+
+    def give(self, res: Res) -> None:
+        with self.lock:
+            res.holder = None
+
+    def check(self) -> None:
+        assert not self.errors, "\n".join(self.errors[:20])
+
+
+class Tally:
+    """Per-round totals, added up by the workers under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.gets = self.rets = self.timeouts = self.fun_errors = self.shut = 0
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+def pool_problems(pool: Any) -> list[str]:
+    """The state invariants of ``ppp._common``, read under the pool's own lock."""
+    pool._acquire()
+    try:
+        max_size = pool._max_size
+        slots = list(pool._slots.items())
+        avail = list(pool._avail)
+        states = [s.state for _, s in slots]
+        avail_states = [s.state for s in avail]
+        nusing, npending, nwaiters = pool._nusing, pool._npending, len(pool._waiters)
+    finally:
+        pool._release()
+    problems = []
+    if max_size and len(slots) + npending > max_size:
+        problems.append(f"{len(slots)} objects + {npending} pending > max_size {max_size}")
+    if npending < 0 or nusing < 0:
+        problems.append(f"negative count: npending={npending} nusing={nusing}")
+    if len({id(s) for s in avail}) != len(avail):
+        problems.append("an idle object is on the idle stack twice")
+    if any(state != IDLE for state in avail_states):
+        problems.append(f"non-idle object on the idle stack: {avail_states}")
+    if states.count(USING) != nusing:
+        problems.append(f"nusing={nusing} but {states.count(USING)} objects in use")
+    if states.count(IDLE) != len(avail):
+        problems.append(f"{states.count(IDLE)} idle objects but {len(avail)} on the stack")
+    if any(key != id(s.obj) for key, s in slots):
+        problems.append("an object is indexed under another identity")
+    if nwaiters and avail:
+        problems.append(f"{nwaiters} threads wait while {len(avail)} objects are idle")
+    return problems
+
+
+class Monitor:
+    """A thread that checks :func:`pool_problems` over and over while a round runs."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.problems: list[str] = []
+        self.checks = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="monitor", daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            found = pool_problems(self.pool)
+            self.checks += 1
+            if found:
+                self.problems.extend(found)
+                return
+            time.sleep(0.0002)
+
+    def __enter__(self) -> Monitor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(WATCHDOG)
+        assert not self.thread.is_alive(), "the monitor hung: the pool's lock is never free"
+        assert not self.problems, "\n".join(self.problems)
+        assert self.checks > 0
+
+
+def all_stacks() -> str:
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            out.append(f"--- {thread.name}\n" + "".join(traceback.format_stack(frame)))
+    return "\n".join(out)
+
+
+def run_threads(targets: list[Callable[[], None]], errors: list[str]) -> None:
+    """Run every target in its own thread; a thread that does not finish in time
+    is a hang: dump every stack (faulthandler and in the failure) and fail."""
+    threads = [
+        threading.Thread(target=_guarded(target, errors), name=f"w{i}", daemon=True)
+        for i, target in enumerate(targets)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + WATCHDOG
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    hung = [t.name for t in threads if t.is_alive()]
+    if hung:
+        faulthandler.dump_traceback(all_threads=True)
+        pytest.fail(f"hang: {len(hung)} thread(s) still running: {hung}\n{all_stacks()}")
+
+
+def _guarded(target: Callable[[], None], errors: list[str]) -> Callable[[], None]:
+    def body() -> None:
+        try:
+            target()
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    return body
+
+
+def check_round(pool: Any, world: World, tally: Tally, max_size: int) -> dict[str, Any]:
+    """Exact counts and nothing lost, once every worker of a round has finished."""
+    world.check()
+    assert not pool_problems(pool)
+    s = pool.stats()
+    assert s["nusing"] == 0 and s["nwaiting"] == 0 and s["npending"] == 0, s
+    assert s["nobjs"] == s["navail"]
+    if max_size:
+        assert s["nobjs"] <= max_size
+    assert s["nuses"] == tally.gets
+    assert s["nreturns"] == tally.rets
+    assert s["ntimeouts"] == tally.timeouts
+    assert s["ncreating"] == s["ncreated"] + world.fun_failures
+    assert s["ncreated"] == len(world.made) == s["nobjs"] + s["ndestroys"]
+    assert len(world.closed) == s["ndestroys"] == len(set(world.closed))
+    idle = {slot.obj.n for slot in pool._avail}
+    assert idle.isdisjoint(world.closed)
+    assert idle | set(world.closed) == set(world.made), "an object was lost"
+    return dict(s)
+
+
+# ------------------------------------------------------------------ hammering
+
+
+CASES = [
+    # threads, max_size, min_size, max_use, real housekeeping
+    pytest.param(8, 1, 0, 0, False, id="8-threads-1-object"),
+    pytest.param(32, 4, 2, 5, False, id="32-threads-max_use"),
+    pytest.param(64, 8, 1, 0, True, id="64-threads-housekeeping"),
+    pytest.param(64, 0, 0, 3, False, id="64-threads-unbounded"),
+]
+
+
+@pytest.mark.parametrize(("nthreads", "max_size", "min_size", "max_use", "hk"), CASES)
+def test_hammer(
+    Pool: Any, nthreads: int, max_size: int, min_size: int, max_use: int, hk: bool
+) -> None:
+    """Rounds of threads getting and returning with every kind of timeout, while
+    ``fun`` and the hooks fail; counts exact and nothing lost after every round."""
+    world = World(hooks_fail=True)
+    extra: dict[str, Any] = {}
+    if hk:  # the housekeeper runs every 2 ms: health checks and idle expiry race the workers
+        extra = {"delay": 0.002, "health": world.health, "max_avail_delay": 0.004}
+    pool = Pool(
+        world.fun,
+        max_size=max_size,
+        min_size=min_size,
+        max_use=max_use,
+        getter=world.hook,
+        retter=world.hook,
+        closer=world.closer,
+        **extra,
+    )
+    ops = max(20, 2400 // nthreads)
+    tally = Tally()  # totals over every round, like the pool's counters
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        gets = rets = timeouts = fun_errors = 0
+        for _ in range(ops):
+            try:
+                res = pool.get(rng.choice((None, None, 0, 0.001, 0.01)))
+            except TimeOut:
+                timeouts += 1
+                continue
+            except FunError:
+                fun_errors += 1
+                continue
+            gets += 1
+            world.take(res)
+            if rng.random() < 0.2:
+                time.sleep(0.0001)
+            world.give(res)
+            pool.ret(res)
+            rets += 1
+        tally.add(gets=gets, rets=rets, timeouts=timeouts, fun_errors=fun_errors)
+
+    try:
+        for rnd in range(4):
+            errors: list[str] = []
+            with Monitor(pool):
+                run_threads([partial(worker, rnd * 1000 + i) for i in range(nthreads)], errors)
+            assert not errors, errors[0]
+            if hk:
+                pool._stop.set()  # let the counts settle: no round may run mid-check
+                pool._housekeeper.join(WATCHDOG)
+            s = check_round(pool, world, tally, max_size)
+            assert s["ncreating"] > 0 and tally.gets > 0
+            if hk:
+                pool._stop.clear()
+                pool._housekeeper = None  # a fresh housekeeper for the next round
+                restart_housekeeper(pool)
+    finally:
+        pool.shutdown()
+    world.check()
+    assert pool.stats()["nobjs"] == 0
+    assert sorted(world.closed) == sorted(world.made), "an object was never closed"
+
+
+def restart_housekeeper(pool: Any) -> None:
+    """Start a housekeeping thread again after a test stopped it to read exact counts."""
+    import weakref
+
+    from ppp._common import _housekeeper
+
+    pool._housekeeper = threading.Thread(
+        target=_housekeeper, args=(weakref.ref(pool), pool._stop, pool._delay), daemon=True
+    )
+    pool._housekeeper.start()
+
+
+# ------------------------------------------------------- threads that die
+
+
+def test_threads_dying_while_holding(Pool: Any) -> None:
+    """Threads that end without returning their object: the kill after
+    ``max_using_delay_kill`` frees their slots and every waiter is served."""
+    world = World(fail_one_in=0, sleep_one_in=7, kills=True)
+    pool = Pool(
+        world.fun,
+        max_size=4,
+        min_size=0,
+        max_using_delay_kill=0.03,
+        retter=world.hook,  # a kill may land while a return runs its retter
+        closer=world.closer,
+    )
+    dead: list[Res] = []
+    tally = Tally()
+
+    def dier() -> None:
+        res = pool.get()  # never returned: the thread just ends
+        world.take(res)
+        dead.append(res)
+        tally.add(gets=1)
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            res = pool.get()  # no timeout: only the kills can free the dead's slots
+            world.take(res)
+            if rng.random() < 0.1:
+                time.sleep(0.0002)
+            world.give(res)
+            pool.ret(res)
+            tally.add(gets=1, rets=1)
+
+    try:
+        for rnd in range(3):
+            errors: list[str] = []
+            targets = [dier] * 3 + [partial(worker, rnd * 100 + i) for i in range(29)]
+            random.Random(rnd).shuffle(targets)
+            with Monitor(pool):
+                run_threads(targets, errors)
+            assert not errors, errors[0]
+            wait_for(lambda: pool.stats()["nusing"] == 0, "the dead threads' objects killed")
+            world.check()
+            s = pool.stats()
+            # a worker slowed past the kill delay is killed too: its return is then refused
+            assert s["nkilled"] == len(dead) + s["nbad_returns"]
+            assert s["nreturns"] + s["nbad_returns"] == tally.rets
+            assert s["nuses"] == tally.gets
+            assert s["ncreated"] == len(world.made) == s["nobjs"] + s["ndestroys"]
+            assert len(world.closed) == s["ndestroys"]
+            assert all(res.closed == 1 for res in dead)
+            idle = {slot.obj.n for slot in pool._avail}
+            assert idle | set(world.closed) == set(world.made)
+    finally:
+        pool.shutdown()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = WATCHDOG) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for: {what}\n{all_stacks()}")
+        time.sleep(0.002)
+
+
+# ----------------------------------------------------------------- shutdown
+
+
+def test_shutdown_while_threads_wait_and_hold(Pool: Any) -> None:
+    """Waiters wake with PoolException, holders' returns are closed, nothing leaks."""
+    for rnd in range(4):
+        shutdown_with_waiters_and_holders(Pool, nwaiters=8 + 8 * rnd)
+
+
+def shutdown_with_waiters_and_holders(Pool: Any, nwaiters: int) -> None:
+    world = World(fail_one_in=0)
+    pool = Pool(world.fun, max_size=3, min_size=1, closer=world.closer)
+    release = threading.Event()
+    woken: list[str] = []
+
+    def holder() -> None:
+        res = pool.get()
+        world.take(res)
+        release.wait(WATCHDOG)
+        world.give(res)
+        pool.ret(res)
+
+    def waiter() -> None:
+        try:
+            pool.get()  # full pool, no timeout: only shutdown wakes it
+        except PoolException as exc:
+            assert "shut down" in str(exc)
+            woken.append(threading.current_thread().name)
+
+    errors: list[str] = []
+    holders = threading.Thread(target=run_threads, args=([holder] * 3, errors), daemon=True)
+    holders.start()
+    wait_for(lambda: pool.stats()["nusing"] == 3, "3 holders")
+    waiters = threading.Thread(target=run_threads, args=([waiter] * nwaiters, errors), daemon=True)
+    waiters.start()
+    wait_for(lambda: pool.stats()["nwaiting"] == nwaiters, f"{nwaiters} waiters")
+    with Monitor(pool):
+        pool.shutdown()
+        waiters.join(WATCHDOG)
+        with pytest.raises(PoolException, match="shut down"):
+            pool.get(0)
+        assert pool.stats()["nusing"] == 3, "shutdown must not close objects in use"
+        release.set()
+        holders.join(WATCHDOG)
+    assert not holders.is_alive() and not waiters.is_alive() and not errors, errors
+    assert len(woken) == nwaiters
+    world.check()
+    s = pool.stats()
+    assert s["nobjs"] == 0 and s["nusing"] == 0 and s["nwaiting"] == 0
+    assert sorted(world.closed) == sorted(world.made) == [0, 1, 2]
+
+
+def test_shutdown_amid_churn(Pool: Any) -> None:
+    """Shutdown lands at a random moment among 32 threads getting, returning,
+    creating (failing one time in three) and refilling: afterwards every object
+    ever made is closed exactly once and nothing is left in the pool."""
+    for rnd in range(6):
+        shutdown_amid_churn(Pool, rnd)
+
+
+def shutdown_amid_churn(Pool: Any, rnd: int) -> None:
+    world = World(hooks_fail=True)
+    pool = Pool(
+        world.fun,
+        max_size=5,
+        min_size=2,
+        max_use=3,
+        closer=world.closer,
+        getter=world.hook,
+        retter=world.hook,
+        health=world.health,
+        delay=0.001,
+    )
+    tally = Tally()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        while True:
+            try:
+                res = pool.get(rng.choice((None, 0.001)))
+            except (TimeOut, FunError):
+                continue
+            except PoolException:
+                tally.add(shut=1)
+                return
+            world.take(res)
+            if rng.random() < 0.3:
+                time.sleep(0.0001)
+            world.give(res)
+            pool.ret(res)
+
+    errors: list[str] = []
+    runner = threading.Thread(
+        target=run_threads,
+        args=([partial(worker, rnd * 100 + i) for i in range(32)], errors),
+        daemon=True,
+    )
+    with Monitor(pool):
+        runner.start()
+        time.sleep(random.Random(rnd).uniform(0.005, 0.05))
+        pool.shutdown(delay=WATCHDOG)
+        runner.join(WATCHDOG)
+    assert not runner.is_alive() and not errors, errors
+    assert tally.shut == 32
+    world.check()
+    s = pool.stats()
+    assert s["nobjs"] == 0 and s["nusing"] == 0 and s["npending"] == 0, s
+    assert s["ncreated"] == len(world.made) == s["ndestroys"]
+    assert sorted(world.closed) == sorted(world.made), "an object was never closed"
+
+
+# -------------------------------------------------------------------- leaks
+
+
+def rss_kib() -> int:
+    """Resident memory of this process (Linux), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")  # pragma: no cover
+
+
+def footprint() -> tuple[int, int, int]:
+    """Live GC-tracked objects, allocated memory blocks and RSS, after a full collection."""
+    gc.collect()
+    return len(gc.get_objects()), sys.getallocatedblocks(), rss_kib()
+
+
+def assert_flat(before: tuple[int, int, int], after: tuple[int, int, int], what: str) -> None:
+    objects, blocks, rss = (a - b for a, b in zip(after, before, strict=True))
+    # one leaked object per call would show as hundreds of thousands here
+    assert objects <= 20, f"{what}: {objects} more live objects"
+    assert blocks <= 200, f"{what}: {blocks} more allocated blocks"
+    assert rss <= 2048, f"{what}: RSS grew by {rss} KiB"
+
+
+def pairs_for(Pool: Any) -> int:
+    """A million pairs on the compiled twin; fewer on the (slower) pure one."""
+    return 1_000_000 if Pool._backend == "cython" else 200_000
+
+
+def test_no_leak_get_ret(Pool: Any) -> None:
+    pool = Pool(lambda n: Res(n), max_size=4, min_size=1, delay=1e9)
+    get, ret = pool.get, pool.ret
+    try:
+        for _ in range(20_000):  # warm up: caches, free lists
+            ret(get())
+        before = footprint()
+        for _ in range(pairs_for(Pool)):
+            ret(get())
+        assert_flat(before, footprint(), "get/ret pairs")
+        assert pool.stats()["nobjs"] == 1
+    finally:
+        pool.shutdown()
+
+
+def test_no_leak_with_hooks_and_timers(Pool: Any) -> None:
+    """The pair with every per-use feature on: hooks, timed slots, leak traces."""
+    pool = Pool(
+        lambda n: Res(n),
+        max_size=4,
+        getter=lambda r: None,
+        retter=lambda r: None,
+        max_lifetime=1e6,
+        max_using_delay=1e6,
+        leak_trace=True,  # records a stack on every get: slow, so fewer pairs
+        delay=1e9,
+    )
+    try:
+        for _ in range(2_000):
+            pool.ret(pool.get())
+        before = footprint()
+        for _ in range(20_000):
+            pool.ret(pool.get())
+        assert_flat(before, footprint(), "pairs with hooks")
+    finally:
+        pool.shutdown()
+
+
+def test_no_leak_on_error_paths(Pool: Any) -> None:
+    """Timeouts and failing creations leave nothing behind either."""
+    pool = Pool(lambda n: Res(n), max_size=1, min_size=0, delay=1e9)
+    failing = Pool(lambda n: 1 / 0, max_size=1, min_size=0, delay=1e9)
+    held = pool.get()
+    try:
+
+        def errors(count: int) -> None:
+            for _ in range(count):
+                try:
+                    pool.get(0)
+                except TimeOut:
+                    pass
+                try:
+                    failing.get()
+                except ZeroDivisionError:
+                    pass
+
+        errors(2_000)
+        before = footprint()
+        errors(pairs_for(Pool) // 20)
+        assert_flat(before, footprint(), "timeouts and failed creations")
+        assert failing.stats()["nobjs"] == 0
+    finally:
+        pool.ret(held)
+        pool.shutdown()
+        failing.shutdown()

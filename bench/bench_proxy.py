@@ -1,10 +1,10 @@
 """Proxy benchmarks: attribute reads and method calls per scope, and thread churn.
 
 Each read or call group has a direct access to the plain object as its
-reference.  ppp's cases use ``ppp.Proxy`` (the twin ``ppp.BACKEND`` names, over
-the Pool of the same twin); ``make bench`` runs this file a second time with
-``PPP_NO_EXTENSIONS=1`` for the pure twin.  While ``ppp/proxy.py`` is still a
-placeholder, ppp's cases skip with a note and the peers are measured alone.
+reference.  ppp's cases run on both twins through the tests' ``backend``
+fixture: the Proxy class over that twin's Pool and forwarding base comes from
+``ppp.proxy._for_twin``.  While ``ppp/proxy.py`` is still a placeholder, ppp's
+cases skip with a note and the peers are measured alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,16 +26,23 @@ ROUNDS = 40
 POOL_SIZE = 16
 
 
-def ppp_proxy() -> Any:
-    """``ppp.Proxy``, or a skip while it is the placeholder of the Proxy issue."""
-    proxy = getattr(ppp, "Proxy", None)
-    if not callable(proxy):
+def ppp_proxy(backend: ModuleType) -> Any:
+    """The Proxy class over ``backend`` (a Pool twin module), or a skip with the reason."""
+    if not callable(getattr(ppp, "Proxy", None)):
         pytest.skip("ppp.Proxy is still a placeholder (ppp/proxy.py): ppp's proxy cases skipped")
-    return proxy
+    import importlib
+
+    for_twin = getattr(importlib.import_module("ppp.proxy"), "_for_twin", None)
+    if for_twin is not None:
+        return for_twin(backend)
+    if ppp.Pool is not backend.Pool:
+        pytest.skip(f"ppp.proxy has no _for_twin: only the active twin ({ppp.BACKEND}) measured")
+    return ppp.Proxy
 
 
-def ppp_impl() -> tuple[str, str]:
-    return f"ppp-{ppp.BACKEND}", "ppp compiled" if ppp.BACKEND == "cython" else "ppp pure"
+def ppp_impl(backend: ModuleType) -> tuple[str, str]:
+    twin = backend.Pool._backend
+    return f"ppp-{twin}", "ppp compiled" if twin == "cython" else "ppp pure"
 
 
 def read_loop(p: Any, n: int) -> Any:
@@ -87,8 +95,8 @@ def test_direct(benchmark: Any, op: str, scope: str) -> None:
     _measure(benchmark, Conn(7), op, scope, "direct", "direct access (no proxy)")
 
 
-def _ppp_proxy_for(scope: str) -> tuple[Any, Callable[[], None]]:
-    Proxy = ppp_proxy()
+def _ppp_proxy_for(backend: ModuleType, scope: str) -> tuple[Any, Callable[[], None]]:
+    Proxy = ppp_proxy(backend)
     maker = Maker()
 
     def fun(n: int) -> Conn:
@@ -114,9 +122,9 @@ def _ppp_proxy_for(scope: str) -> tuple[Any, Callable[[], None]]:
 
 @pytest.mark.parametrize("scope", SCOPES)
 @pytest.mark.parametrize("op", list(LOOPS))
-def test_ppp(benchmark: Any, op: str, scope: str) -> None:
-    p, done = _ppp_proxy_for(scope)
-    impl, label = ppp_impl()
+def test_ppp(benchmark: Any, backend: ModuleType, op: str, scope: str) -> None:
+    p, done = _ppp_proxy_for(backend, scope)
+    impl, label = ppp_impl(backend)
     try:
         _measure(benchmark, p, op, scope, impl, label)
     finally:
@@ -227,10 +235,10 @@ def test_churn_bare(benchmark: Any) -> None:
 
 
 @pytest.mark.parametrize("returns", [True, False], ids=["ret", "noret"])
-def test_churn_ppp(benchmark: Any, returns: bool) -> None:
+def test_churn_ppp(benchmark: Any, backend: ModuleType, returns: bool) -> None:
     """Each thread reads through ``Proxy(fun, max_size=16)``; with ``noret`` it never
     calls ``_ret_obj()``, and the object must come back when the thread ends."""
-    Proxy = ppp_proxy()
+    Proxy = ppp_proxy(backend)
     maker = Maker()
     p = Proxy(fun=maker, max_size=CHURN_ALIVE, timeout=30.0)
 
@@ -239,7 +247,7 @@ def test_churn_ppp(benchmark: Any, returns: bool) -> None:
         if returns:
             p._ret_obj()
 
-    impl, label = ppp_impl()
+    impl, label = ppp_impl(backend)
     suffix = "ret" if returns else "noret"
     what = "_ret_obj() at the end" if returns else "no _ret_obj()"
     _measure_churn(benchmark, body, f"{impl}:{suffix}", f"{label}, {what}")

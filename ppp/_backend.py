@@ -26,3 +26,18 @@ def load() -> tuple[ModuleType, str]:
     from . import _pool_py
 
     return _pool_py, "python"
+
+
+def load_proxy_base(backend: str) -> ModuleType:
+    """The Proxy forwarding base to pair with the ``backend`` Pool twin: the compiled
+    ``_proxy`` with ``"cython"`` (the pure ``_proxy_py`` if it does not import)."""
+    if backend == "cython":
+        try:
+            from . import _proxy
+        except ImportError:
+            pass
+        else:
+            return _proxy
+    from . import _proxy_py
+
+    return _proxy_py

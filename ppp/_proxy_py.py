@@ -1,0 +1,326 @@
+"""The pure-Python forwarding base of ``Proxy``: attribute access and operators.
+
+``ppp/_proxy.pyx`` is its compiled twin; both must behave identically.  The
+cold parts (setting, scopes, pooling) live in ``ppp.proxy`` and are shared.
+
+How forwarding stays fast: the base never tries its own attributes first and
+pays for an ``AttributeError`` (what wrapt and lazy-object-proxy do).  It asks
+one question, "is this name one of the proxy's own few names?", answered by a
+frozenset lookup; every other name goes straight to the wrapped object.  The
+wrapped object is reached through one slot, ``_ppp_g``: a zero-argument C
+callable that returns the shared object, reads the per-scope local, or raises
+"not initialised".
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import operator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ._errors import ProxyException
+
+__all__ = ["UNSET", "SHARED", "LOCAL", "ProxyBase", "NOT_INITIALISED"]
+
+# binding modes, as in the compiled twin
+UNSET, SHARED, LOCAL = 0, 1, 2
+
+NOT_INITIALISED = (
+    "Proxy is not initialised: set it first with set(obj=...) or set(fun=...) "
+    "(or _set, _set_obj, _set_fun)"
+)
+
+_ga = object.__getattribute__
+_sa = object.__setattr__
+_da = object.__delattr__
+
+
+def _unset() -> NoReturn:
+    raise ProxyException(NOT_INITIALISED)
+
+
+class ProxyBase:
+    """Forwards attribute access and operators to the object of the current scope.
+
+    Subclasses set ``_ppp_own`` (a frozenset of the proxy's own attribute names)
+    and get a ``__getattribute__``/``__setattr__``/``__delattr__`` bound to it."""
+
+    __slots__ = ("_ppp_g",)
+
+    _ppp_own: frozenset[str] = frozenset(
+        {"__class__", "__reduce__", "__reduce_ex__", "_ppp_g", "_ppp_bind", "_ppp_mode"}
+    )
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """For type checkers only: any attribute may be forwarded."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = object.__new__(cls)
+        _sa(self, "_ppp_g", _unset)
+        return self
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls._ppp_own
+        cls.__getattribute__ = _make_getattribute(own)  # type: ignore[method-assign,assignment]
+        cls.__setattr__ = _make_setattr(own)  # type: ignore[method-assign,assignment]
+        cls.__delattr__ = _make_delattr(own)  # type: ignore[method-assign,assignment]
+
+    def _ppp_bind(self, mode: int, value: Any) -> None:
+        """Point the proxy at nothing (UNSET), one shared object (SHARED), or a
+        local whose attribute ``o`` is the current scope's object (LOCAL)."""
+        if mode == SHARED:
+            g: Callable[[], Any] = itertools.repeat(value).__next__
+        elif mode == LOCAL:
+            g = functools.partial(getattr, value, "o")
+        elif mode == UNSET:
+            g = _unset
+        else:
+            raise ValueError(f"unknown binding mode {mode!r}")
+        _sa(self, "_ppp_g", g)  # one slot write: readers see the old or the new binding
+
+    def _ppp_mode(self) -> int:
+        """The binding mode, for the cold code and tests."""
+        g = _g_get(self)
+        if g is _unset:
+            return UNSET
+        return LOCAL if isinstance(g, functools.partial) else SHARED
+
+    # ------------------------------------------------------ forwarded protocol
+
+    def __repr__(self) -> str:
+        if _g_get(self) is _unset:
+            return f"<{type(self).__module__}.{type(self).__qualname__}: not initialised>"
+        return repr(_obj(self))
+
+    def __str__(self) -> str:
+        return str(_obj(self))
+
+    def __bytes__(self) -> bytes:
+        return bytes(_obj(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(_obj(self), spec)
+
+    def __dir__(self) -> list[str]:
+        return dir(_obj(self))
+
+    def __eq__(self, other: object) -> Any:
+        return _obj(self) == other
+
+    def __ne__(self, other: object) -> Any:
+        return _obj(self) != other
+
+    def __lt__(self, other: Any) -> Any:
+        return _obj(self) < other
+
+    def __le__(self, other: Any) -> Any:
+        return _obj(self) <= other
+
+    def __gt__(self, other: Any) -> Any:
+        return _obj(self) > other
+
+    def __ge__(self, other: Any) -> Any:
+        return _obj(self) >= other
+
+    def __hash__(self) -> int:
+        return hash(_obj(self))
+
+    def __bool__(self) -> bool:
+        return bool(_obj(self))
+
+    def __len__(self) -> int:
+        return len(_obj(self))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(_obj(self))
+
+    def __reversed__(self) -> Iterator[Any]:
+        return reversed(_obj(self))  # type: ignore[no-any-return]
+
+    def __contains__(self, item: object) -> bool:
+        return item in _obj(self)
+
+    def __getitem__(self, key: Any) -> Any:
+        return _obj(self)[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _obj(self)[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del _obj(self)[key]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _obj(self)(*args, **kwargs)
+
+    def __enter__(self) -> Any:
+        return _obj(self).__enter__()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return _obj(self).__exit__(*exc_info)
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError(
+            "a Proxy cannot be pickled or copied; pickle or copy proxy._get_obj() instead"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "a Proxy cannot be pickled or copied; pickle or copy proxy._get_obj() instead"
+        )
+
+    # unary and conversions
+    def __neg__(self) -> Any:
+        return -_obj(self)
+
+    def __pos__(self) -> Any:
+        return +_obj(self)
+
+    def __abs__(self) -> Any:
+        return abs(_obj(self))
+
+    def __invert__(self) -> Any:
+        return ~_obj(self)
+
+    def __int__(self) -> int:
+        return int(_obj(self))
+
+    def __float__(self) -> float:
+        return float(_obj(self))
+
+    def __complex__(self) -> complex:
+        return complex(_obj(self))
+
+    def __index__(self) -> int:
+        return operator.index(_obj(self))
+
+    def __round__(self, ndigits: Any = None) -> Any:
+        obj = _obj(self)
+        return round(obj) if ndigits is None else round(obj, ndigits)
+
+    def __trunc__(self) -> Any:
+        return math.trunc(_obj(self))
+
+    def __floor__(self) -> Any:
+        return math.floor(_obj(self))
+
+    def __ceil__(self) -> Any:
+        return math.ceil(_obj(self))
+
+    # binary, reflected and in-place: see _binary below
+    def __pow__(self, other: Any, mod: Any = None) -> Any:
+        obj = _obj(self)
+        return obj**other if mod is None else pow(obj, other, mod)
+
+    def __rpow__(self, other: Any, mod: Any = None) -> Any:
+        obj = _obj(self)
+        return other**obj if mod is None else pow(other, obj, mod)
+
+    def __ipow__(self, other: Any) -> Any:  # type: ignore[misc]
+        obj = _obj(self)
+        result = operator.ipow(obj, other)  # type: ignore[no-untyped-call]
+        return self if result is obj else result
+
+    def __divmod__(self, other: Any) -> Any:
+        return divmod(_obj(self), other)
+
+    def __rdivmod__(self, other: Any) -> Any:
+        return divmod(other, _obj(self))
+
+
+_g_get: Callable[[ProxyBase], Callable[[], Any]] = vars(ProxyBase)["_ppp_g"].__get__
+
+
+def _obj(self: ProxyBase) -> Any:
+    """The object of the current scope (its slow path creates or borrows it)."""
+    try:
+        return _g_get(self)()
+    except AttributeError:  # nothing in this scope's local yet
+        return _ga(self, "_get_obj")()
+
+
+def _make_getattribute(own: frozenset[str]) -> Callable[[ProxyBase, str], Any]:
+    g_get = _g_get
+
+    def __getattribute__(self: ProxyBase, name: str, _own: frozenset[str] = own) -> Any:
+        if name in _own:
+            return _ga(self, name)
+        try:
+            obj = g_get(self)()
+        except AttributeError:
+            obj = _ga(self, "_get_obj")()
+        return getattr(obj, name)
+
+    return __getattribute__
+
+
+def _make_setattr(own: frozenset[str]) -> Callable[[ProxyBase, str, Any], None]:
+    def __setattr__(self: ProxyBase, name: str, value: Any, _own: frozenset[str] = own) -> None:
+        if name in _own:
+            _sa(self, name, value)
+        else:
+            setattr(_obj(self), name, value)
+
+    return __setattr__
+
+
+def _make_delattr(own: frozenset[str]) -> Callable[[ProxyBase, str], None]:
+    def __delattr__(self: ProxyBase, name: str, _own: frozenset[str] = own) -> None:
+        if name in _own:
+            _da(self, name)
+        else:
+            delattr(_obj(self), name)
+
+    return __delattr__
+
+
+def _binary(name: str, op: Callable[[Any, Any], Any]) -> None:
+    """Add ``__op__``, ``__rop__`` and ``__iop__`` forwarding ``op`` to ProxyBase.
+
+    In-place operators act on the wrapped object; when it changes in place (a
+    list's ``+=``) the proxy is kept, else the new value is the result, as
+    Python does for objects without in-place operators."""
+    iop = getattr(operator, f"i{name}")
+
+    def forward(self: ProxyBase, other: Any) -> Any:
+        return op(_obj(self), other)
+
+    def reflected(self: ProxyBase, other: Any) -> Any:
+        return op(other, _obj(self))
+
+    def inplace(self: ProxyBase, other: Any) -> Any:
+        obj = _obj(self)
+        result = iop(obj, other)
+        return self if result is obj else result
+
+    for dunder, fn in (
+        (f"__{name}__", forward),
+        (f"__r{name}__", reflected),
+        (f"__i{name}__", inplace),
+    ):
+        fn.__name__ = fn.__qualname__ = dunder
+        fn.__doc__ = f"Forward ``{dunder}`` to the wrapped object."
+        setattr(ProxyBase, dunder, fn)
+
+
+for _name in (
+    "add",
+    "sub",
+    "mul",
+    "matmul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "lshift",
+    "rshift",
+    "and",
+    "xor",
+    "or",
+):
+    _binary(_name, getattr(operator, _name if _name not in ("and", "or") else f"{_name}_"))
+del _name

@@ -7,7 +7,9 @@ list, ``CLIENT LIST``; for SQLite the process's open file descriptors on the
 database file).  The tests then prove what a pool is for: threads that come and
 go never hold more sessions than ``max_size``, forgotten connections do not
 leak, ``retter`` rolls back, a session killed on the server is found by
-``health`` and replaced, and ``max_lifetime`` really reconnects.
+``health`` and replaced, and ``max_lifetime`` really reconnects; and through a
+``Proxy``, a thread that ends without ``_ret_obj()`` still gives its connection
+back.
 
 A server that does not answer skips its tests with a clear message, unless
 ``PPP_REQUIRE_SERVERS`` is set (CI does): then they fail.  Other programs may
@@ -25,11 +27,13 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from ppp._backend import FALSY
+from ppp.proxy import _for_twin
 
 PG_DSN = os.environ.get(
     "PPP_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
@@ -928,4 +932,66 @@ def test_leak_trace_names_the_forgetful_thread(
         pool.ret(kept.pop())
     finally:
         pool.shutdown()
+    wait_for(f"no {driver.name} session left after shutdown", lambda: not counted.live())
+
+
+def test_proxy_threads_that_forget_give_back_at_thread_end(
+    driver: Driver, backend: ModuleType
+) -> None:
+    """The main job with a module-level ``db = Proxy()``: short-lived threads use
+    the connection through the proxy, half of them never call ``_ret_obj()``;
+    their connection still comes back through ``retter`` when the thread ends, so
+    the server never holds more than max_size sessions and nothing reconnects."""
+    counted = Counted(driver)
+    resets = 0
+    resets_lock = threading.Lock()
+
+    def retter(conn: Any) -> None:
+        nonlocal resets
+        driver.reset(conn)
+        with resets_lock:
+            resets += 1
+
+    db = _for_twin(backend)()
+    db._set_pool(
+        max_size=MAX_SIZE,
+        min_size=1,
+        timeout=30,
+        retter=retter,
+        closer=counted.closer,
+        health=driver.health,
+    )
+    db.set_fun(counted.fun)
+    pool = db._pool
+
+    def check(live: set[Hashable]) -> str | None:
+        return f"{len(live)} sessions > max_size" if len(live) > MAX_SIZE else None
+
+    sampler = Sampler(counted, check)
+    sampler.start()
+    try:
+        for rnd in range(ROUNDS):
+
+            def request(i: int, rnd: int = rnd) -> None:
+                for k in range(USES):  # the same connection for the whole "request"
+                    value = rnd * 1000 + i * 10 + k
+                    assert driver.echo(db, value) == value  # forwarded to this thread's own
+                if i % 2:
+                    db._ret_obj()  # half the handlers tidy up, the others forget
+
+            errors = run_threads(THREADS, request)
+            assert not errors, errors[:3]
+            wait_for(
+                "forgotten connections back at thread end", lambda: pool.stats()["nusing"] == 0
+            )
+            stats = pool.stats()
+            assert stats["nuses"] == stats["nreturns"] == (rnd + 1) * THREADS
+            assert len(counted.live()) == stats["nobjs"] <= MAX_SIZE
+    finally:
+        sampler.finish()
+        pool.shutdown()
+    assert sampler.peak <= MAX_SIZE
+    assert resets == ROUNDS * THREADS  # every borrow went back through retter
+    assert counted.opened == pool.stats()["ncreated"] <= MAX_SIZE  # no reconnection
+    assert counted.nclosed == counted.opened
     wait_for(f"no {driver.name} session left after shutdown", lambda: not counted.live())

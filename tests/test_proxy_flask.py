@@ -68,7 +68,7 @@ def test_readme_example_with_test_client(
     assert type(db) is proxy_module._for_twin(backend)
     assert db._pool is None  # nothing set before init_app
     flask_app = app_module.create_app(str(tmp_path / "hits.db"))
-    pool = db._pool
+    pool: Any = db._pool
     assert type(pool) is backend.Pool and pool.stats()["max_size"] == 4
     assert pool.stats()["nusing"] == 0  # init_app's connection went back
     client = flask_app.test_client()

@@ -31,6 +31,7 @@ class Row:
     spread: float  # interquartile range / median
     rounds: int
     ref: bool
+    note: str = ""
     ratio: float = math.nan  # per_op / the group reference's per_op
 
 
@@ -60,6 +61,7 @@ def load(paths: list[Path]) -> tuple[dict[str, list[Row]], dict[str, Any]]:
                 spread=stats["iqr"] / median if median else math.nan,
                 rounds=stats["rounds"],
                 ref=bool(info.get("ref")),
+                note=str(info.get("note", "")),
             )
         )
     for rows in groups.values():
@@ -219,14 +221,17 @@ def markdown(groups: dict[str, list[Row]], data: dict[str, Any], chart: str | No
             "",
             f"`{group}`: {unit}.",
             "",
-            "| case | time per op | ratio | spread | rounds |",
-            "|---|---:|---:|---:|---:|",
+        ]
+        notes = any(r.note for r in rows)
+        lines += [
+            "| case | time per op | ratio | spread | rounds |" + (" note |" if notes else ""),
+            "|---|---:|---:|---:|---:|" + ("---|" if notes else ""),
         ]
         for r in rows:
             label = f"**{r.label}**" if r.ref else r.label
             lines.append(
                 f"| {label} | {fmt_time(r.per_op)} | {fmt_ratio(r.ratio)} | "
-                f"{r.spread:.0%} | {r.rounds} |"
+                f"{r.spread:.0%} | {r.rounds} |" + (f" {r.note} |" if notes else "")
             )
         lines.append("")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ BENCH_RESULTS := bench/results
 BENCH_JSON := $(BENCH_RESULTS)/latest.json
 BENCH_ARGS ?=
 BENCH_PYTEST := $(VPY) -m pytest bench -q -p no:cacheprovider
+BENCH_REPORT := $(VPY) bench/report.py $(BENCH_JSON) --out $(BENCH_RESULTS)
 
 .PHONY: bench bench-smoke bench-report
 
@@ -17,11 +18,11 @@ bench: $(STAMP)
 	@mkdir -p $(BENCH_RESULTS)
 	$(BENCH_PYTEST) --benchmark-json=$(BENCH_JSON) \
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name $(BENCH_ARGS)
-	$(MAKE) --no-print-directory bench-report
+	$(BENCH_REPORT)
 
 # Rewrite the table and the chart from the last run's data, without measuring again.
 bench-report: $(STAMP)
-	$(VPY) bench/report.py $(BENCH_JSON) --out $(BENCH_RESULTS)
+	$(BENCH_REPORT)
 
 bench-smoke: $(STAMP)
 	$(BENCH_PYTEST) --benchmark-disable $(BENCH_ARGS)

@@ -67,9 +67,17 @@ class ProxyBase:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = cls._ppp_own
-        cls.__getattribute__ = _make_getattribute(own)  # type: ignore[method-assign,assignment]
-        cls.__setattr__ = _make_setattr(own)  # type: ignore[method-assign,assignment]
-        cls.__delattr__ = _make_delattr(own)  # type: ignore[method-assign,assignment]
+        for name, make in (
+            ("__getattribute__", _make_getattribute),
+            ("__setattr__", _make_setattr),
+            ("__delattr__", _make_delattr),
+        ):
+            current = getattr(cls, name)
+            # bind ours to this class's names, unless a subclass wrote its own
+            if getattr(current, "_ppp_bound", False) or current is getattr(object, name):
+                method = make(own)
+                method._ppp_bound = True  # type: ignore[union-attr]
+                setattr(cls, name, method)
 
     def _ppp_bind(self, mode: int, value: Any) -> None:
         """Point the proxy at nothing (UNSET), one shared object (SHARED), or a

@@ -201,7 +201,7 @@ class _ScopeLocal:
             if entry is None or (entry[0] is not what and entry[0]() is not what):
                 return
             del local._ppp_subs[key]
-        entry = None  # noqa: F841  (frees the values, hence holders, outside the lock)
+        # the values, hence any holder, are freed on return: outside the lock
 
     def __getattr__(self, name: str) -> Any:
         values = self._ppp_dict(False)

@@ -802,3 +802,17 @@ def test_proxies_of_proxies_compare(Proxy: Any) -> None:
     assert Proxy(3) + Proxy(4) == 7
     assert Proxy([1]) == Proxy([1])
     assert Proxy(Proxy(Thing(8))).n == 8
+
+
+def test_subclass_may_define_getattribute(Proxy: Any) -> None:
+    class Traced(Proxy):  # type: ignore[misc,valid-type]
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "magic":
+                return 42
+            return super().__getattribute__(name)
+
+    t = Traced([1, 1])
+    assert t.magic == 42 and t.count(1) == 2 and len(t) == 2
+    assert Traced.__getattribute__ is vars(Traced)["__getattribute__"]

@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL connection string (default: $PPP_DEMO_DSN, else SQLite)",
     )
     parser.add_argument("--sqlite-dir", help="folder for the SQLite file (default: a temp folder)")
-    parser.add_argument("-n", "--requests", type=int, default=2000, help="requests per variant")
+    parser.add_argument("-n", "--requests", type=int, default=1500, help="requests per variant")
     parser.add_argument("-c", "--concurrency", type=int, default=16, help="concurrent clients")
     parser.add_argument("--pool-size", type=int, default=8, help="max_size of the pools")
     parser.add_argument(

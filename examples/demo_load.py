@@ -4,7 +4,7 @@ server starts a new thread for every one of them: threads come and go.
 
 Each reply is checked (status 200, the item asked for), and its latency kept::
 
-    python examples/demo_load.py http://127.0.0.1:8000 -n 2000 -c 16
+    python examples/demo_load.py http://127.0.0.1:8000 -n 1500 -c 16
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def run_load(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="the demo server, e.g. http://127.0.0.1:8000")
-    parser.add_argument("-n", "--requests", type=int, default=2000)
+    parser.add_argument("-n", "--requests", type=int, default=1500)
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
     result = run_load(args.url, args.requests, args.concurrency, label="load", progress=sys.stderr)

@@ -17,6 +17,7 @@ from benchkit import (
     WORKS,
     Face,
     contended_round,
+    measure_loop,
     pair_loop,
     ppp_face,
     run_contended,
@@ -27,8 +28,6 @@ from benchkit import (
     with_loop,
 )
 
-ROUNDS = 60  # rounds of a single-thread loop (each round is `ops` operations)
-PAIRS = 2000  # operations per round of a single-thread loop
 SIZE = 8  # max_size of the single-thread cases
 
 
@@ -39,13 +38,12 @@ def peer(request: pytest.FixtureRequest) -> Callable[[int], Face]:
     return maker
 
 
-def _measure_pairs(
-    benchmark: Any, face: Face, group: str, pairs: int = PAIRS, rounds: int = ROUNDS, **info: Any
-) -> None:
-    n = scaled(benchmark, pairs, 20)
-    tag(benchmark, group, face.impl, face.label, n, ref=face.impl == "SimpleQueue", **info)
+def _measure_pairs(benchmark: Any, face: Face, group: str, **info: Any) -> None:
+    ref = face.impl == "SimpleQueue"
     try:
-        benchmark.pedantic(pair_loop, args=(face.get, face.ret, n), rounds=rounds, warmup_rounds=2)
+        measure_loop(
+            benchmark, pair_loop, (face.get, face.ret), group, face.impl, face.label, ref, **info
+        )
         face.check()
     finally:
         face.close()
@@ -66,17 +64,13 @@ def test_pair_peer(benchmark: Any, peer: Callable[[int], Face]) -> None:
 
 
 def _measure_with(benchmark: Any, face: Face) -> None:
-    n = scaled(benchmark, PAIRS, 20)
-    floor = face.impl == "SimpleQueue"
-    label = "SimpleQueue get, try/finally put" if floor else face.label
-    tag(benchmark, "pool-with", face.impl, label, n, ref=floor)
     try:
-        if floor:
-            benchmark.pedantic(
-                try_finally_loop, args=(face.get, face.ret, n), rounds=ROUNDS, warmup_rounds=2
-            )
+        if face.impl == "SimpleQueue":
+            label = "SimpleQueue get, try/finally put"
+            args: tuple[Any, ...] = (face.get, face.ret)
+            measure_loop(benchmark, try_finally_loop, args, "pool-with", face.impl, label, True)
         else:
-            benchmark.pedantic(with_loop, args=(face.ctx, n), rounds=ROUNDS, warmup_rounds=2)
+            measure_loop(benchmark, with_loop, (face.ctx,), "pool-with", face.impl, face.label)
         face.check()
     finally:
         face.close()
@@ -115,10 +109,7 @@ def test_option_ppp(benchmark: Any, backend: ModuleType, option: str) -> None:
     face = ppp_face(backend.Pool, SIZE, **OPTIONS[option])
     face.impl = f"{face.impl}:{option}"
     face.label = f"{face.label}, {option}"
-    if option == "leak_trace":  # a stack capture per get: ~1000x slower, so fewer pairs
-        _measure_pairs(benchmark, face, "pool-options", pairs=100, rounds=10, option=option)
-    else:
-        _measure_pairs(benchmark, face, "pool-options", option=option)
+    _measure_pairs(benchmark, face, "pool-options", option=option)
 
 
 def test_option_floor(benchmark: Any) -> None:

@@ -16,13 +16,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from benchkit import UNROLL, Conn, Maker, scaled, tag
+from benchkit import UNROLL, Conn, Maker, measure_loop, scaled, tag
 
 import ppp
 
 SCOPES = ("shared", "thread", "pooled", "versatile")
-READS = 5000  # reads (or calls) per round
-ROUNDS = 40
 POOL_SIZE = 16
 
 
@@ -83,9 +81,8 @@ LOOPS: dict[str, Callable[[Any, int], Any]] = {"read": read_loop, "call": call_l
 
 
 def _measure(benchmark: Any, p: Any, op: str, scope: str, impl: str, label: str) -> None:
-    n = scaled(benchmark, READS, 20)
-    tag(benchmark, f"proxy-{op}-{scope}", impl, label, n, ref=impl == "direct")
-    assert benchmark.pedantic(LOOPS[op], args=(p, n), rounds=ROUNDS, warmup_rounds=2) == 7
+    group, ref = f"proxy-{op}-{scope}", impl == "direct"
+    assert measure_loop(benchmark, LOOPS[op], (p,), group, impl, label, ref) == 7
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -192,7 +189,7 @@ def test_peer(benchmark: Any, op: str, peer: str, scope: str) -> None:
 
 CHURN_THREADS = 2000
 CHURN_ALIVE = 16
-CHURN_ROUNDS = 5
+CHURN_ROUNDS = 11
 
 
 def churn(body: Callable[[], None], nthreads: int, errors: list[str]) -> None:

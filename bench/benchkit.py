@@ -14,6 +14,7 @@ import os
 import platform
 import queue
 import threading
+import time
 import types
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -75,6 +76,45 @@ def tag(
 def scaled(benchmark: Any, full: int, smoke: int) -> int:
     """``full`` when measuring, ``smoke`` under ``--benchmark-disable`` (one quick call)."""
     return smoke if benchmark.disabled else full
+
+
+ROUND_TIME = 250e-6  # target length of one round of a single-thread loop
+CASE_TIME = 0.5  # measured time per case (rounds x round length)
+MIN_ROUNDS, MAX_ROUNDS = 25, 1000
+
+
+def measure_loop(
+    benchmark: Any,
+    loop: Callable[..., Any],
+    args: tuple[Any, ...],
+    group: str,
+    impl: str,
+    label: str,
+    ref: bool = False,
+    **info: Any,
+) -> Any:
+    """Time ``loop(*args, n)``, a loop of ``n`` operations, in many short rounds.
+
+    ``n`` is calibrated so that a round lasts about ``ROUND_TIME``: short rounds
+    let the median skip the rounds in which this shared machine preempted us,
+    and long enough ones keep the timer's own cost negligible.  Returns the
+    loop's result (under ``--benchmark-disable``: one call of 20 operations)."""
+    if benchmark.disabled:
+        tag(benchmark, group, impl, label, 2 * UNROLL, ref=ref, **info)
+        return benchmark.pedantic(loop, args=(*args, 2 * UNROLL))
+    n = UNROLL
+    while True:
+        start = time.perf_counter()
+        loop(*args, n)
+        elapsed = time.perf_counter() - start
+        if elapsed >= ROUND_TIME / 5 or n >= 10**7:
+            break
+        n *= 4
+    per_op = elapsed / n
+    n = max(UNROLL, round(ROUND_TIME / per_op / UNROLL) * UNROLL)
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, round(CASE_TIME / (n * per_op))))
+    tag(benchmark, group, impl, label, n, ref=ref, **info)
+    return benchmark.pedantic(loop, args=(*args, n), rounds=rounds, warmup_rounds=3)
 
 
 def machine_name() -> str:

@@ -49,6 +49,52 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     return None
 
 
+# Parameters and name suffixes that tell apart the cases of one group (who is
+# measured), as opposed to those that make another group (what is measured).
+_IMPL_PARAMS = frozenset({"backend", "peer", "returns", "option"})
+_IMPL_SUFFIXES = frozenset({"ppp", "peer", "floor", "direct", "bare", "proxypatternpool"})
+_REF_SUFFIXES = frozenset({"floor", "direct", "bare"})
+
+
+def _is_ref(item: pytest.Item) -> bool:
+    """Whether ``item`` measures its group's reference (it runs first in the group)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("peer") == "SimpleQueue":
+        return True
+    return getattr(item, "originalname", item.name).rpartition("_")[2] in _REF_SUFFIXES
+
+
+def _group_key(item: pytest.Item) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    name = getattr(item, "originalname", item.name)
+    head, _, tail = name.rpartition("_")
+    if tail in _IMPL_SUFFIXES:
+        name = head
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    what = tuple(sorted((k, str(v)) for k, v in params.items() if k not in _IMPL_PARAMS))
+    return str(item.path), name, what
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the cases of one group one after the other.
+
+    This machine's load drifts over minutes; a group's ratios are only fair when
+    its reference and its cases are measured close together in time.  (pytest
+    would otherwise run, say, every direct read before any proxy read.)"""
+    bench_dir = Path(__file__).parent
+    keys = {id(item): _group_key(item) for item in items if bench_dir in item.path.parents}
+    first: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+    for i, item in enumerate(items):
+        if id(item) in keys:
+            first.setdefault(keys[id(item)], i)
+    order = {
+        id(item): (first[keys[id(item)]], not _is_ref(item)) if id(item) in keys else (i, False)
+        for i, item in enumerate(items)
+    }
+    items.sort(key=lambda item: order[id(item)])
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from benchkit import machine_name
 

@@ -701,7 +701,7 @@ def test_forgotten_connections_are_killed_not_leaked(driver: Driver, Pool: Any) 
     """Some threads end without returning their connection: max_using_delay_kill
     takes it back (closed on the server), so the others never starve."""
     counted = Counted(driver)
-    kill_after = 1.0
+    kill_after = 3.0  # long enough that no busy holder is killed on a loaded machine
     pool = Pool(
         counted.fun,
         max_size=MAX_SIZE,
@@ -727,7 +727,7 @@ def test_forgotten_connections_are_killed_not_leaked(driver: Driver, Pool: Any) 
     sampler.start()
     try:
         for rnd in range(ROUNDS):
-            forget = rnd % 2 == 0  # thread 0 of every other round forgets
+            forget = rnd % 4 == 0  # thread 0 of rounds 0, 4, 8: a free slot is always left
 
             def work(i: int, rnd: int = rnd, forget: bool = forget) -> None:
                 conn = pool.get()
@@ -875,9 +875,9 @@ def test_max_lifetime_really_reconnects(driver: Driver, Pool: Any) -> None:
         # held past its lifetime: closed when it comes back
         held = driver.session(fresh)
         time.sleep(lifetime * 1.5)
-        closed_before = counted.nclosed
+        assert held not in counted.closed()
         pool.ret(fresh)
-        assert counted.nclosed == closed_before + 1 and counted.closed_sessions[-1] == held
+        assert held in counted.closed()  # closed by ret itself, not later
         stats = pool.stats()
         assert stats["nexpired"] >= 2
         if driver.server_ids:

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import traceback
@@ -83,6 +84,8 @@ def check_count(name: str, value: object, minimum: int = 0) -> int:
     assert isinstance(value, int)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > sys.maxsize:  # the compiled twin keeps counts in C integers
+        raise ValueError(f"{name} must be <= {sys.maxsize}, got {value}")
     return value
 
 
@@ -91,9 +94,12 @@ def check_delay(name: str, value: object) -> float:
         kind = type(value).__name__
         raise TypeError(f"{name} must be a number of seconds, got {kind}: {value!r}")
     assert isinstance(value, (int, float))
-    if math.isnan(value) or value < 0:
+    if value != value or value < 0:  # NaN or negative (math.isnan overflows on huge ints)
         raise ValueError(f"{name} must be >= 0 seconds, got {value}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large (an int beyond the range of a float)") from None
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:

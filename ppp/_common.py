@@ -308,11 +308,15 @@ class PoolBase:
         max_lifetime = check_delay("max_lifetime", max_lifetime)
         delay = check_delay("delay", delay)
         if not isinstance(leak_trace, bool):
-            raise TypeError(f"leak_trace must be a bool, got {type(leak_trace).__name__}")
+            kind = type(leak_trace).__name__
+            raise TypeError(f"leak_trace must be a bool, got {kind}: {leak_trace!r}")
         if log_level is not None:
             if not isinstance(log_level, (int, str)) or isinstance(log_level, bool):
                 raise TypeError(f"log_level must be a logging level, got {log_level!r}")
-            log.setLevel(log_level)  # raises ValueError naming an unknown level
+            try:
+                log.setLevel(log_level)
+            except ValueError as exc:  # "Unknown level: 'LOUD'" does not say which parameter
+                raise ValueError(f"log_level: {exc}") from None
         if max_using_delay and max_using_delay_kill and max_using_delay > max_using_delay_kill:
             log.warning(
                 "max_using_delay (%s) > max_using_delay_kill (%s): objects are killed before "

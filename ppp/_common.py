@@ -152,7 +152,8 @@ def _housekeeper(ref: weakref.ReferenceType[PoolBase], stop: threading.Event, de
 
     It holds the pool only through a weak reference, so a pool that nobody uses
     any more can still be collected."""
-    while not stop.wait(delay):
+    forever = delay > threading.TIMEOUT_MAX  # longer than the OS can sleep: inf, 1e10...
+    while not stop.wait(None if forever else delay):
         pool = ref()
         if pool is None or pool._shutdown:
             return
@@ -559,6 +560,8 @@ class PoolBase:
         if len(self._waiters) > self._max_waiting:
             self._max_waiting = len(self._waiters)
         self._release()
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:
+            timeout = None  # longer than the OS can sleep (inf...): wait until served
         try:
             got = waiter.lock.acquire(True, -1 if timeout is None else timeout)
         except BaseException:
@@ -640,7 +643,7 @@ class PoolBase:
         self._stop.set()
         thread = self._housekeeper
         if delay and thread is not None and thread is not threading.current_thread():
-            thread.join(delay)
+            thread.join(None if delay > threading.TIMEOUT_MAX else delay)
             if thread.is_alive():
                 log.warning("pool %d: housekeeper still running after shutdown", self._id)
         self._close_all([slot.obj for slot in idle])

@@ -109,6 +109,18 @@ def check_timeout(value: object, name: str = "timeout") -> float | None:
     return check_delay(name, value)
 
 
+def check_clock(clock: Callable[[], Any]) -> None:
+    """The pool reads its clock with its lock held: a clock that fails or returns no
+    number must be refused here, not deadlock the pool on first use."""
+    try:
+        now = clock()
+    except Exception as exc:
+        raise ValueError(f"clock failed when called: {exc!r}") from exc
+    if not _is_number(now) or now != now:
+        kind = type(now).__name__
+        raise TypeError(f"clock must return a number of seconds, got {kind}: {now!r}")
+
+
 def check_hook(name: str, value: object) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable or None, got {type(value).__name__}: {value!r}")
@@ -296,6 +308,8 @@ class PoolBase:
             ("clock", clock),
         ):
             check_hook(name, hook)
+        if clock is not None:
+            check_clock(clock)
         max_size = check_count("max_size", 0 if max_size is None else max_size)
         min_size = check_count("min_size", min_size)
         if max_size and min_size > max_size:

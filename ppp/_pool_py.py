@@ -69,7 +69,7 @@ class Pool(PoolBase):
 
     def _now(self) -> float:
         clock = self._clock
-        return _monotonic() if clock is None else clock()
+        return _monotonic() if clock is None else float(clock())  # float, as in the C twin
 
     def _checkout(self, slot: Any) -> None:
         """Mark ``slot`` in use by the caller (lock held)."""

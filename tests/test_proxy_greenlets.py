@@ -96,18 +96,18 @@ def test_gevent_one_object_per_greenlet(Proxy: Any) -> None:
 
     def work() -> int:
         first = db._get_obj()
-        n = first.n
+        n: int = first.n
         gevent.sleep(0)  # the others run in between
         assert db._get_obj() is first
         db.n = -n - 1  # attribute writes land on this greenlet's object
         gevent.sleep(0)
         assert db.n == first.n == -n - 1
-        return id(first)
+        return n
 
     jobs = [gevent.spawn(work) for _ in range(8)]
     gevent.joinall(jobs, raise_error=True)
     ids = [j.value for j in jobs]
-    assert len(set(ids)) == 8 and id(main) not in ids
+    assert len(set(ids)) == 8 and main.n not in ids
     assert db._get_obj() is main
 
 
@@ -146,13 +146,14 @@ def test_eventlet_one_object_per_greenthread(Proxy: Any) -> None:
 
     def work() -> int:
         first = db._get_obj()
+        n: int = first.n  # creation numbers are unique, ids of freed objects are not
         eventlet.sleep(0)
         assert db._get_obj() is first
-        return id(first)
+        return n
 
     threads = [eventlet.spawn(work) for _ in range(8)]
     ids = [gt.wait() for gt in threads]
-    assert len(set(ids)) == 8 and id(main) not in ids
+    assert len(set(ids)) == 8 and main.n not in ids
     assert db._get_obj() is main
 
 
@@ -186,14 +187,15 @@ def test_versatile_one_object_per_gevent_greenlet(Proxy: Any) -> None:
 
     def work() -> int:
         first = db._get_obj()
+        n: int = first.n
         gevent.sleep(0)
         assert db._get_obj() is first
-        return id(first)
+        return n
 
     jobs = [gevent.spawn(work) for _ in range(6)]
     gevent.joinall(jobs, raise_error=True)
     ids = [j.value for j in jobs]
-    assert len(set(ids)) == 6 and id(main) not in ids
+    assert len(set(ids)) == 6 and main.n not in ids
     assert db._get_obj() is main
 
 

@@ -219,7 +219,7 @@ def test_versatile_one_object_per_thread(Proxy: Any) -> None:
     seen: dict[int, set[int]] = {}
 
     def work(i: int) -> None:
-        seen[i] = {id(db._get_obj()) for _ in range(5)}
+        seen[i] = {db._get_obj().n for _ in range(5)}  # creation numbers: unique
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(10)]
     for t in threads:
@@ -228,7 +228,7 @@ def test_versatile_one_object_per_thread(Proxy: Any) -> None:
         t.join()
     ids = [next(iter(s)) for s in seen.values()]
     assert all(len(s) == 1 for s in seen.values())
-    assert len(set(ids) | {id(main)}) == 11
+    assert len(set(ids) | {main.n}) == 11
     assert db._get_obj() is main
 
 
@@ -248,7 +248,7 @@ def test_versatile_never_shares_across_threads_with_inherited_context(Proxy: Any
         barrier.wait()
         obj = db._get_obj()
         with lock:
-            got.append(id(obj))
+            got.append(obj.n)
             inherited.append(marker.get())
         barrier.wait()
 
@@ -260,7 +260,7 @@ def test_versatile_never_shares_across_threads_with_inherited_context(Proxy: Any
     for t in threads:
         t.join()
     assert inherited == ["creator"] * 6  # the context really was inherited
-    assert len(set(got)) == 6 and id(main) not in got
+    assert len(set(got)) == 6 and main.n not in got
 
 
 def test_versatile_pooled_thread_end_returns(Proxy: Any) -> None:
@@ -296,17 +296,18 @@ def test_versatile_one_object_per_task(Proxy: Any) -> None:
         db.autocommit = True  # on this task's object only
         await asyncio.sleep(0)
         assert db.autocommit is True
-        return id(first)
+        n: int = first.n
+        return n
 
     async def main() -> tuple[int, list[int], bool]:
         parent = db._get_obj()  # set before the children exist: they inherit the context
         parent.autocommit = False
         ids = await asyncio.gather(*(task() for _ in range(10)))
-        return id(parent), list(ids), db.autocommit
+        return parent.n, list(ids), db.autocommit
 
     parent, ids, parent_autocommit = asyncio.run(main())
     assert len(set(ids)) == 10
-    assert parent not in ids and id(outside) not in ids and parent != id(outside)
+    assert parent not in ids and outside.n not in ids and parent != outside.n
     assert parent_autocommit is False
     assert db._get_obj() is outside and outside.autocommit is False
 

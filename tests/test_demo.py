@@ -124,7 +124,9 @@ def test_demo_on_postgres(tmp_path: Path) -> None:
             # every pooled connection is still open when the load ends
             assert o["pg_live"] == o["opened"] and 1 <= o["pg_peak"] <= 3, o
         else:
-            assert o["pg_live"] == 0 and 1 <= o["pg_peak"] <= 6, o
+            # closed sessions linger in pg_stat_activity while their backend exits,
+            # so the per-request peak can pass the client count: no upper bound here
+            assert o["pg_live"] == 0 and o["pg_peak"] >= 1, o
     rows = parse_table(proc.stdout)
     assert all(
         row["pg live"] == str(o["pg_live"]) for row, o in zip(rows, data["outcomes"], strict=True)

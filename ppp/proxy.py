@@ -280,7 +280,10 @@ def _check_log_level(log_level: object) -> None:
         return
     if not isinstance(log_level, (int, str)) or isinstance(log_level, bool):
         raise TypeError(f"log_level must be a logging level, got {log_level!r}")
-    log.setLevel(log_level)  # raises ValueError naming an unknown level
+    try:
+        log.setLevel(log_level)
+    except ValueError as exc:  # logging's "Unknown level: 'LOUD'", as the Pool words it
+        raise ValueError(f"log_level: {exc}") from None
 
 
 @functools.cache

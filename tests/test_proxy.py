@@ -372,7 +372,7 @@ def test_bad_max_size(Proxy: Any) -> None:
 
 
 def test_bad_log_level(Proxy: Any) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="log_level: Unknown level: 'LOUD'"):
         Proxy(log_level="LOUD")
     with pytest.raises(TypeError, match="log_level"):
         Proxy(log_level=1.5)

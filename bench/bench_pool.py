@@ -40,9 +40,19 @@ def peer(request: pytest.FixtureRequest) -> Callable[[int], Face]:
 
 def _measure_pairs(benchmark: Any, face: Face, group: str, **info: Any) -> None:
     ref = face.impl == "SimpleQueue"
+    floor = simplequeue_face(SIZE)  # timed before each round: see measure_loop
+    paired = None if ref else (pair_loop, (floor.get, floor.ret))
     try:
         measure_loop(
-            benchmark, pair_loop, (face.get, face.ret), group, face.impl, face.label, ref, **info
+            benchmark,
+            pair_loop,
+            (face.get, face.ret),
+            group,
+            face.impl,
+            face.label,
+            ref,
+            paired,
+            **info,
         )
         face.check()
     finally:
@@ -70,7 +80,11 @@ def _measure_with(benchmark: Any, face: Face) -> None:
             args: tuple[Any, ...] = (face.get, face.ret)
             measure_loop(benchmark, try_finally_loop, args, "pool-with", face.impl, label, True)
         else:
-            measure_loop(benchmark, with_loop, (face.ctx,), "pool-with", face.impl, face.label)
+            floor = simplequeue_face(SIZE)
+            paired = (try_finally_loop, (floor.get, floor.ret))
+            measure_loop(
+                benchmark, with_loop, (face.ctx,), "pool-with", face.impl, face.label, False, paired
+            )
         face.check()
     finally:
         face.close()

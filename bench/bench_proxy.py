@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
-from benchkit import UNROLL, Conn, Maker, measure_loop, scaled, tag
+from benchkit import (
+    UNROLL,
+    Conn,
+    Maker,
+    fresh,
+    measure_loop,
+    paired_ratio,
+    scaled,
+    tag,
+)
 
 import ppp
 
@@ -82,7 +92,8 @@ LOOPS: dict[str, Callable[[Any, int], Any]] = {"read": read_loop, "call": call_l
 
 def _measure(benchmark: Any, p: Any, op: str, scope: str, impl: str, label: str) -> None:
     group, ref = f"proxy-{op}-{scope}", impl == "direct"
-    assert measure_loop(benchmark, LOOPS[op], (p,), group, impl, label, ref) == 7
+    paired = None if ref else (LOOPS[op], (Conn(7),))  # the direct access, before each round
+    assert measure_loop(benchmark, LOOPS[op], (p,), group, impl, label, ref, paired) == 7
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -212,23 +223,45 @@ def churn(body: Callable[[], None], nthreads: int, errors: list[str]) -> None:
         alive.popleft().join()
 
 
-def _measure_churn(benchmark: Any, body: Callable[[], None], impl: str, label: str) -> list[str]:
+_BARE = Conn(7)
+
+
+def bare_body() -> None:
+    """The reference thread: reads one attribute of a plain object and ends."""
+    assert _BARE.x == 7
+
+
+def _measure_churn(benchmark: Any, body: Callable[[], None], impl: str, label: str) -> None:
+    """Time rounds of ``n`` short threads; unless this is the reference, a round of
+    bare threads runs before each one, for a paired ratio (see ``measure_loop``)."""
     n = scaled(benchmark, CHURN_THREADS, 2 * CHURN_ALIVE + 8)
-    tag(benchmark, "proxy-churn", impl, label, n, ref=impl == "bare-thread")
+    ref = impl == "bare-thread"
+    tag(benchmark, "proxy-churn", impl, label, n, ref=ref)
     errors: list[str] = []
-    benchmark.pedantic(churn, args=(body, n, errors), rounds=CHURN_ROUNDS, warmup_rounds=1)
+    bare_per_thread: list[float] = []
+
+    run, run_bare = fresh(churn), fresh(churn)
+
+    def time_bare() -> None:
+        start = time.perf_counter()
+        run_bare(bare_body, n, errors)
+        bare_per_thread.append((time.perf_counter() - start) / n)
+
+    benchmark.pedantic(
+        run,
+        args=(body, n, errors),
+        setup=None if ref else time_bare,
+        rounds=CHURN_ROUNDS,
+        warmup_rounds=1,
+    )
     assert not errors, errors[:5]
-    return errors
+    if not ref and not benchmark.disabled:
+        benchmark.extra_info["paired_ratio"] = paired_ratio(benchmark, n, bare_per_thread, 1)
 
 
 def test_churn_bare(benchmark: Any) -> None:
     """The reference: a thread that reads one attribute of a plain object and ends."""
-    obj = Conn(7)
-
-    def body() -> None:
-        assert obj.x == 7
-
-    _measure_churn(benchmark, body, "bare-thread", "bare thread (start, read, end)")
+    _measure_churn(benchmark, bare_body, "bare-thread", "bare thread (start, read, end)")
 
 
 @pytest.mark.parametrize("returns", [True, False], ids=["ret", "noret"])

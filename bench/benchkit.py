@@ -83,25 +83,21 @@ CASE_TIME = 0.5  # measured time per case (rounds x round length)
 MIN_ROUNDS, MAX_ROUNDS = 25, 1000
 
 
-def measure_loop(
-    benchmark: Any,
-    loop: Callable[..., Any],
-    args: tuple[Any, ...],
-    group: str,
-    impl: str,
-    label: str,
-    ref: bool = False,
-    **info: Any,
-) -> Any:
-    """Time ``loop(*args, n)``, a loop of ``n`` operations, in many short rounds.
+def fresh(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of function ``fn`` with its own code object.
 
-    ``n`` is calibrated so that a round lasts about ``ROUND_TIME``: short rounds
-    let the median skip the rounds in which this shared machine preempted us,
-    and long enough ones keep the timer's own cost negligible.  Returns the
-    loop's result (under ``--benchmark-disable``: one call of 20 operations)."""
-    if benchmark.disabled:
-        tag(benchmark, group, impl, label, 2 * UNROLL, ref=ref, **info)
-        return benchmark.pedantic(loop, args=(*args, 2 * UNROLL))
+    CPython 3.11+ specialises each bytecode for the types it sees (an inline
+    cache in the code object): one loop function fed a proxy in one test and a
+    plain object in the next -- or both in turn, when a reference is paired --
+    runs de-specialised and slower.  Every measured loop is therefore a fresh copy."""
+    assert isinstance(fn, types.FunctionType), fn
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
+def _calibrate(loop: Callable[..., Any], args: tuple[Any, ...]) -> tuple[int, float]:
+    """Operations per round for a round of about ``ROUND_TIME``, and the time per operation."""
     n = UNROLL
     while True:
         start = time.perf_counter()
@@ -111,10 +107,68 @@ def measure_loop(
             break
         n *= 4
     per_op = elapsed / n
-    n = max(UNROLL, round(ROUND_TIME / per_op / UNROLL) * UNROLL)
+    return max(UNROLL, round(ROUND_TIME / per_op / UNROLL) * UNROLL), per_op
+
+
+def paired_ratio(benchmark: Any, ops: int, ref_per_op: list[float], warmup: int) -> float:
+    """The median over rounds of (this round's time per op / the reference's just before).
+
+    Measuring the reference right before each round cancels the slow drift of this
+    shared machine's load, which a ratio of two medians taken minutes apart does not."""
+    data = benchmark.stats.stats.data
+    refs = ref_per_op[warmup:]
+    ratios: list[float] = sorted(d / ops / r for d, r in zip(data, refs, strict=True))
+    return ratios[len(ratios) // 2]
+
+
+WARMUP = 3
+
+
+def measure_loop(
+    benchmark: Any,
+    loop: Callable[..., Any],
+    args: tuple[Any, ...],
+    group: str,
+    impl: str,
+    label: str,
+    ref: bool = False,
+    paired: tuple[Callable[..., Any], tuple[Any, ...]] | None = None,
+    **info: Any,
+) -> Any:
+    """Time ``loop(*args, n)``, a loop of ``n`` operations, in many short rounds.
+
+    ``n`` is calibrated so that a round lasts about ``ROUND_TIME``: short rounds
+    let the median skip the rounds in which this shared machine preempted us,
+    and long enough ones keep the timer's own cost negligible.  With ``paired``
+    (the group reference's loop and arguments), the reference runs untimed by
+    pytest-benchmark but timed here before every round, and
+    ``extra_info["paired_ratio"]`` records the median per-round ratio.  Returns
+    the loop's result (under ``--benchmark-disable``: one call of 20 operations)."""
+    loop = fresh(loop)
+    if benchmark.disabled:
+        tag(benchmark, group, impl, label, 2 * UNROLL, ref=ref, **info)
+        if paired is not None:
+            paired[0](*paired[1], 2 * UNROLL)
+        return benchmark.pedantic(loop, args=(*args, 2 * UNROLL))
+    n, per_op = _calibrate(loop, args)
     rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, round(CASE_TIME / (n * per_op))))
     tag(benchmark, group, impl, label, n, ref=ref, **info)
-    return benchmark.pedantic(loop, args=(*args, n), rounds=rounds, warmup_rounds=3)
+    if paired is None:
+        return benchmark.pedantic(loop, args=(*args, n), rounds=rounds, warmup_rounds=WARMUP)
+    ref_loop, ref_args = fresh(paired[0]), paired[1]
+    ref_n, _ = _calibrate(ref_loop, ref_args)
+    ref_per_op: list[float] = []
+
+    def time_reference() -> None:
+        start = time.perf_counter()
+        ref_loop(*ref_args, ref_n)
+        ref_per_op.append((time.perf_counter() - start) / ref_n)
+
+    result = benchmark.pedantic(
+        loop, args=(*args, n), setup=time_reference, rounds=rounds, warmup_rounds=WARMUP
+    )
+    benchmark.extra_info["paired_ratio"] = paired_ratio(benchmark, n, ref_per_op, WARMUP)
+    return result
 
 
 def machine_name() -> str:

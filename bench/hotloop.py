@@ -10,7 +10,9 @@ Usage::
 CASE is ``pair``, ``with``, ``options:NAME=VALUE`` (one Pool keyword, e.g.
 ``options:max_lifetime=3600``), ``read-SCOPE`` or ``call-SCOPE`` (SCOPE one of
 shared, thread, pooled, versatile), ``contended-WORK-THREADS`` (WORK cpu or
-nogil), or ``scan`` (one housekeeping round over N idle objects).  TWIN is
+nogil), ``churn-ret``, ``churn-noret`` or ``churn-bare`` (N short threads through a
+``Proxy(fun, max_size=16)``, at most 16 alive), or ``scan`` (housekeeping rounds
+over N idle objects).  TWIN is
 ``cython``, ``python`` or ``floor`` (``queue.SimpleQueue``, or a direct read for
 the proxy cases).  It prints the time per operation of the whole run.
 """
@@ -24,7 +26,7 @@ import time
 from typing import Any
 
 import benchkit
-from bench_proxy import LOOPS, POOL_SIZE
+from bench_proxy import CHURN_ALIVE, LOOPS, POOL_SIZE, churn
 
 
 def _pool_class(twin: str) -> Any:
@@ -88,6 +90,28 @@ def run(case: str, twin: str, n: int) -> float:
         args, _ = benchkit.contended_round(face, nthreads, n, benchkit.WORKS[work])
         start = time.perf_counter()
         benchkit.run_contended(*args)
+    elif case.startswith("churn-"):
+        errors: list[str] = []
+        if twin == "floor" or case == "churn-bare":
+            obj = benchkit.Conn(7)
+
+            def body() -> None:
+                assert obj.x == 7
+
+        else:
+            from ppp.proxy import _for_twin  # type: ignore[attr-defined]
+
+            p = _for_twin(twin)(fun=benchkit.Maker(), max_size=CHURN_ALIVE, timeout=30.0)
+            returns = case == "churn-ret"
+
+            def body() -> None:
+                assert p.x >= 0
+                if returns:
+                    p._ret_obj()
+
+        start = time.perf_counter()
+        churn(body, n, errors)
+        assert not errors, errors[:3]
     elif case == "scan":
         pool = _pool_class(twin)(
             benchkit.Maker(), max_size=0, min_size=0, max_avail_delay=60.0, delay=1e9

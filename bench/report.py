@@ -32,7 +32,9 @@ class Row:
     rounds: int
     ref: bool
     note: str = ""
-    ratio: float = math.nan  # per_op / the group reference's per_op
+    paired: float | None = None  # median per-round ratio to the reference timed just before
+    ratio: float = math.nan  # the paired ratio when measured, else per_op / reference per_op
+    ratio_of_medians: float = math.nan
 
 
 def load(paths: list[Path]) -> tuple[dict[str, list[Row]], dict[str, Any]]:
@@ -62,13 +64,15 @@ def load(paths: list[Path]) -> tuple[dict[str, list[Row]], dict[str, Any]]:
                 rounds=stats["rounds"],
                 ref=bool(info.get("ref")),
                 note=str(info.get("note", "")),
+                paired=info.get("paired_ratio"),
             )
         )
     for rows in groups.values():
         refs = [r for r in rows if r.ref]
         for r in rows:
-            r.ratio = r.per_op / refs[0].per_op if refs else math.nan
-        rows.sort(key=lambda r: r.per_op)
+            r.ratio_of_medians = r.per_op / refs[0].per_op if refs else math.nan
+            r.ratio = 1.0 if r.ref else r.paired if r.paired is not None else r.ratio_of_medians
+        rows.sort(key=lambda r: (0.0 if math.isnan(r.ratio) else r.ratio, r.per_op))
     ordered = {g: groups[g] for g in GROUPS if g in groups}
     return ordered, datas[0]
 
@@ -179,7 +183,7 @@ def check_targets(groups: dict[str, list[Row]]) -> list[tuple[Target, float | No
         if a is None or b is None:
             results.append((t, None, None))
             continue
-        value = b.per_op / a.per_op if t.invert else a.per_op / b.per_op
+        value = b.ratio / a.ratio if t.invert else a.ratio / b.ratio
         met = value <= t.limit if t.at_most else value >= t.limit
         results.append((t, value, met))
     return results
@@ -201,8 +205,11 @@ def markdown(groups: dict[str, list[Row]], data: dict[str, Any], chart: str | No
         "Times are medians per operation (a round is a loop of many operations; "
         "contended cases are wall time over all threads divided by the pairs done). "
         "The ratio compares each case with its group's reference (**bold**), measured "
-        "in the same run. Spread is the interquartile range of the rounds over their "
-        "median: this machine is shared, so trust ratios over times.",
+        "in the same run: for single-thread loops and thread churn it is *paired*, the "
+        "median over rounds of the round's time over the reference's timed just before "
+        "it, which cancels the drift of this shared machine's load; the ratio of the two "
+        "medians is shown beside it. Spread is the interquartile range of the rounds "
+        "over their median. Targets compare paired ratios.",
         "",
     ]
     if chart:
@@ -224,14 +231,16 @@ def markdown(groups: dict[str, list[Row]], data: dict[str, Any], chart: str | No
         ]
         notes = any(r.note for r in rows)
         lines += [
-            "| case | time per op | ratio | spread | rounds |" + (" note |" if notes else ""),
-            "|---|---:|---:|---:|---:|" + ("---|" if notes else ""),
+            "| case | time per op | ratio | ratio of medians | spread | rounds |"
+            + (" note |" if notes else ""),
+            "|---|---:|---:|---:|---:|---:|" + ("---|" if notes else ""),
         ]
         for r in rows:
             label = f"**{r.label}**" if r.ref else r.label
             lines.append(
                 f"| {label} | {fmt_time(r.per_op)} | {fmt_ratio(r.ratio)} | "
-                f"{r.spread:.0%} | {r.rounds} |" + (f" {r.note} |" if notes else "")
+                f"{fmt_ratio(r.ratio_of_medians)} | {r.spread:.0%} | {r.rounds} |"
+                + (f" {r.note} |" if notes else "")
             )
         lines.append("")
     return "\n".join(lines)

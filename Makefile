@@ -12,9 +12,13 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv install test test-fast lint types clean build
 
 help:
+	@echo "make demo    the main job: a threaded server under thread churn, variants side by side"
 	@echo "make test    run the suite on both backends (creates $(VENV))"
 	@echo "make lint    ruff and cython-lint"
 	@echo "make types   mypy --strict and stubtest"
+	@echo "make bench   benchmarks beside the peers: bench/results/ (table and chart)"
+	@echo "make soak    a million pairs and 100,000 proxy thread lifetimes, memory flat"
+	@echo "make wheels wheels-test   manylinux wheels per CPython, then tested installed"
 	@echo "make clean   remove build products and caches"
 
 $(VPY):
@@ -43,8 +47,8 @@ test: $(STAMP)
 	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest -m "not cython" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ppp tests bench
-	$(VENV)/bin/ruff format --check ppp tests bench
+	$(VENV)/bin/ruff check ppp tests bench examples tools
+	$(VENV)/bin/ruff format --check ppp tests bench examples tools
 	PATH=$(VENV)/bin:$$PATH cython-lint ppp/*.pyx
 
 types: $(STAMP)

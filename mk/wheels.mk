@@ -26,10 +26,14 @@ wheels: $(STAMP) $(WHEELS_TOOLS_STAMP)
 
 # Each wheel in a fresh venv of its own Python outside the tree (suite, typing),
 # then the pure wheel and the no-compiler install, then the cibuildwheel config.
+# All three run (and report) even when one fails; the target fails if any did.
 wheels-test: $(STAMP) $(WHEELS_TOOLS_STAMP)
+	@rc=0; \
 	$(WHEELS_TPY) tools/wheels_test.py binary --pythons $(WHEEL_PYTHONS) \
-		--mypy $(VPY) --pytest-args "$(WHEELS_PYTEST_ARGS)"
-	$(MAKE) --no-print-directory wheels-pure wheels-config
+		--mypy $(VPY) --pytest-args "$(WHEELS_PYTEST_ARGS)" || rc=1; \
+	$(MAKE) --no-print-directory wheels-pure || rc=1; \
+	$(MAKE) --no-print-directory wheels-config || rc=1; \
+	exit $$rc
 
 wheels-pure: $(STAMP) $(WHEELS_TOOLS_STAMP)
 	$(WHEELS_TPY) tools/wheels_test.py pure --pytest-args "$(WHEELS_PYTEST_ARGS)"

@@ -277,23 +277,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary venvs")
     args = parser.parse_args(argv)
     results: list[Result] = []
-    try:
-        if args.mode == "binary":
-            if args.mypy is None:
-                raise Failure("--mypy PYTHON is needed to type-check the sample")
-            for version in args.pythons:
+    failures: list[str] = []
+    target = f"make wheels-{'test' if args.mode == 'binary' else 'pure'}"
+    if args.mode == "binary":
+        if args.mypy is None:
+            parser.error("--mypy PYTHON is needed to type-check the sample")
+        for version in args.pythons:  # every Python, even after a failure: the full picture
+            try:
                 results.append(test_binary(version, args))
-        else:
+            except (Failure, subprocess.SubprocessError, OSError) as exc:
+                failures.append(f"CPython {version}: {exc}")
+                print(f"{target}: CPython {version} FAILED: {exc}", flush=True)
+    else:
+        try:
             sdist = the_sdist()
             results.append(test_pure_wheel(sdist, args.pure_python, args))
             test_no_compiler(sdist, args.no_compiler_python, args)
-    except (Failure, subprocess.SubprocessError, OSError) as exc:
-        report(results)
-        print(f"make wheels-{'test' if args.mode == 'binary' else 'pure'}: FAILED: {exc}")
-        return 1
+        except (Failure, subprocess.SubprocessError, OSError) as exc:
+            failures.append(str(exc))
     report(results)
+    if failures:
+        print(f"{target}: FAILED ({len(failures)}):")
+        for failure in failures:
+            print(f"  {failure.splitlines()[0]}")
+        return 1
     what = "wheels" if args.mode == "binary" else "pure wheel and no-compiler sdist install"
-    print(f"make wheels-{'test' if args.mode == 'binary' else 'pure'}: {what} OK")
+    print(f"{target}: {what} OK")
     return 0
 
 

@@ -52,7 +52,9 @@ lint: $(STAMP)
 	PATH=$(VENV)/bin:$$PATH cython-lint ppp/*.pyx
 
 types: $(STAMP)
-	$(VENV)/bin/mypy ppp
+	$(VENV)/bin/mypy ppp tests
+	$(VENV)/bin/mypy ppp bench
+	$(VENV)/bin/mypy ppp examples
 	$(VPY) -m mypy.stubtest ppp._pool --allowlist tools/stubtest-allowlist.txt
 
 build: $(STAMP)

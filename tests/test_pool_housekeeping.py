@@ -110,11 +110,13 @@ def test_health_exception_counts_as_bad(Pool: Any, pool_log: Any) -> None:
 
 
 def test_health_freq(Pool: Any, counter: Any) -> None:
-    checks: list[int] = []
-    pool = Pool(
-        counter, min_size=1, health=lambda o: checks.append(1) or True, health_freq=3,
-        delay=NO_THREAD,
-    )  # fmt: skip
+    checks: list[Any] = []
+
+    def health(o: Any) -> bool:
+        checks.append(o)
+        return True
+
+    pool = Pool(counter, min_size=1, health=health, health_freq=3, delay=NO_THREAD)
     for _ in range(7):
         pool._hk_round()
     assert len(checks) == 2  # rounds 3 and 6

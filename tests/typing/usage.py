@@ -78,6 +78,20 @@ def use_errors() -> str:
     return f"{message[:13]}; {type(proxy_error).__name__}"
 
 
+def use_proxy() -> int:
+    """A Proxy over a pool: each thread gets its own connection, attributes forwarded."""
+    db = ppp.Proxy(fun=connect, max_size=2, scope=ppp.Proxy.Scope.THREAD, closer=close)
+    assert_type(db, ppp.Proxy)
+    (n,) = db.execute("SELECT n FROM t").fetchone()  # forwarded to the connection
+    assert_type(db._has_obj(), bool)
+    with db._obj(timeout=1.0) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    db._ret_obj()
+    shared = ppp.Proxy(obj=sqlite3.connect(":memory:", check_same_thread=False))
+    shared.close()
+    return int(n)
+
+
 def use_twins() -> list[str]:
     """Both twins are typed: the compiled one through its stub ``ppp/_pool.pyi``."""
     backends = []
@@ -98,6 +112,8 @@ def _misuses() -> None:
     pool.shutdown(delay=None)  # type: ignore[arg-type]
     _pool.Pool(connect).get(timeout="soon")  # type: ignore[arg-type]
     _pool_py.Pool(connect, health_freq="often")  # type: ignore[arg-type]
+    ppp.Proxy(fun=42)  # type: ignore[arg-type]
+    ppp.Proxy(fun=connect)._get_obj(timeout="soon")  # type: ignore[arg-type]
 
 
 def main() -> int:
@@ -105,6 +121,7 @@ def main() -> int:
     version: str = ppp.__version__
     print(f"ppp {version} backend={backend}: {use_pool()} object(s)")
     print(f"errors: {use_errors()}")
+    print(f"proxy: creation {use_proxy()}")
     print(f"twins: {', '.join(use_twins())}")
     return 0
 

@@ -55,7 +55,7 @@ types: $(STAMP)
 	$(VENV)/bin/mypy ppp tests
 	$(VENV)/bin/mypy ppp bench
 	$(VENV)/bin/mypy ppp examples
-	$(VPY) -m mypy.stubtest ppp._pool --allowlist tools/stubtest-allowlist.txt
+	$(VPY) -m mypy.stubtest ppp._pool ppp._proxy --allowlist tools/stubtest-allowlist.txt
 
 build: $(STAMP)
 

@@ -59,7 +59,7 @@ for _op, _what in (("read", "attribute read"), ("call", "method call")):
     for _scope, _desc in _SCOPES.items():
         GROUPS[f"proxy-{_op}-{_scope}"] = (f"Proxy {_what}, {_desc}", f"ns per {_what}")
 GROUPS["proxy-churn"] = (
-    "2,000 short threads, at most 16 alive, each reading through Proxy(fun, max_size=16)",
+    "2,000 short threads (16 alive at most) reading through Proxy(fun, max_size=16)",
     "µs per thread",
 )
 

@@ -656,3 +656,57 @@ def test_no_leak_on_error_paths(Pool: Any) -> None:
         pool.ret(held)
         pool.shutdown()
         failing.shutdown()
+
+
+# ----------------------------------------------------------- Proxy threads
+
+
+def test_proxy_threads_come_and_go(backend: Any) -> None:
+    """Rounds of 64 short-lived threads on a pooled Proxy: some give their object
+    back, some use ``with proxy._obj()``, most just end holding it (the thread's
+    end returns it).  No object in two threads, none lost, the bound holds."""
+    from ppp.proxy import _for_twin
+
+    world = World(fail_one_in=0, sleep_one_in=9)
+    proxy = _for_twin(backend)(fun=world.fun, max_size=8, closer=world.closer)
+    pool = proxy._pool
+    tally = Tally()
+
+    def life(seed: int) -> None:
+        rng = random.Random(seed)
+        style = rng.randrange(4)
+        if style == 0:
+            with proxy._obj() as res:
+                world.take(res)
+                world.give(res)
+            tally.add(gets=1, rets=1)
+            return
+        res = proxy._get_obj()
+        world.take(res)
+        if proxy._get_obj() is not res:  # the same thread keeps the same object
+            world.errors.append("a thread's object changed under it")
+        if rng.random() < 0.3:
+            time.sleep(0.0001)
+        world.give(res)  # from here on the pool may hand it to another thread
+        if style == 1:
+            proxy._ret_obj()
+            tally.add(gets=1, rets=1)
+        else:
+            tally.add(gets=1, rets=1)  # returned when this thread ends
+
+    try:
+        for rnd in range(20):
+            errors: list[str] = []
+            with Monitor(pool):
+                run_threads([partial(life, rnd * 1000 + i) for i in range(64)], errors)
+            assert not errors, errors[0]
+            wait_for(lambda: pool.stats()["nusing"] == 0, "ended threads' objects returned")
+            world.check()
+            s = pool.stats()
+            assert s["nobjs"] <= 8 and s["nobjs"] == s["navail"]
+            assert s["nuses"] == tally.gets and s["nreturns"] == tally.rets
+            assert s["nbad_returns"] == 0
+            assert s["ncreated"] == len(world.made) <= 8
+    finally:
+        pool.shutdown()
+    assert sorted(world.closed) == sorted(world.made)

@@ -3,8 +3,10 @@
 # per-operation medians and ratios, with the targets) and bench/results/bench.png
 # (a chart of the ratios); the raw data stays in bench/results/latest.json.
 # Every ppp case runs on both twins in the same process (the `backend` fixture).
-# `make bench-smoke` runs every benchmark once, unmeasured (--benchmark-disable):
-# the quick check that `make test` runs so they never rot.
+# `make bench-smoke` runs every benchmark once, unmeasured (--benchmark-disable),
+# under `python -X dev` as the tests do, with the compiled twin active and again
+# with PPP_NO_EXTENSIONS=1: the quick check (seconds) that `make test` runs so
+# the benchmarks never rot.
 
 BENCH_RESULTS := bench/results
 BENCH_JSON := $(BENCH_RESULTS)/latest.json
@@ -25,4 +27,6 @@ bench-report: $(STAMP)
 	$(BENCH_REPORT)
 
 bench-smoke: $(STAMP)
-	$(BENCH_PYTEST) --benchmark-disable $(BENCH_ARGS)
+	$(VPY) -X dev -m pytest bench -q -p no:cacheprovider --benchmark-disable $(BENCH_ARGS)
+	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest bench -q -p no:cacheprovider --benchmark-disable \
+		-m "not cython" $(BENCH_ARGS)

@@ -462,12 +462,8 @@ def test_bad_proxy_arguments(Proxy: Any, make: Any, exc: type, text: str) -> Non
     assert threading.active_count() == threads
 
 
-@pytest.mark.xfail(
-    reason="ppp/proxy.py _check_log_level lets logging's bare \"Unknown level: 'LOUD'\" "
-    "through; the Pool names log_level (reported to the Proxy's author)",
-)
 def test_proxy_unknown_log_level_names_the_parameter(Proxy: Any) -> None:
-    with pytest.raises(ValueError, match="log_level"):
+    with pytest.raises(ValueError, match="log_level: Unknown level: 'LOUD'"):
         Proxy(log_level="LOUD")
 
 

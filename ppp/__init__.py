@@ -7,12 +7,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import _backend
 from ._errors import PoolException, PPPException, ProxyException, TimeOut
 from ._version import __version__
 
 _impl, BACKEND = _backend.load()
-Pool = _impl.Pool
+if TYPE_CHECKING:  # both twins have one API; type checkers read the pure one
+    from ._pool_py import Pool
+else:
+    Pool = _impl.Pool
 
 from .proxy import Proxy  # noqa: E402  (Proxy builds on the active Pool)
 

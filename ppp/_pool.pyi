@@ -48,6 +48,6 @@ class _Core:
     def ret(self, obj: Any) -> None: ...
 
 class Pool(_Core, PoolBase):
-    _Slot: type[_Slot]  # type: ignore[assignment]
+    _Slot: type[_Slot]
     _backend: str
     def _init_core(self) -> None: ...

@@ -58,7 +58,7 @@ class Pool(PoolBase):
     def _init_core(self) -> None:
         lock = threading.Lock()
         self._acquire = lock.acquire  # type: ignore[method-assign,assignment]
-        self._release = lock.release  # type: ignore[method-assign,assignment]
+        self._release = lock.release  # type: ignore[method-assign]
         new_state(self)
 
     def _register(self, slot: Any) -> None:

@@ -176,7 +176,7 @@ class _ScopeLocal:
     def _ppp_dict(self, create: bool) -> dict[str, Any] | None:
         sub = _sub_scope()
         if sub is None:
-            return self._ppp_thread.__dict__  # type: ignore[no-any-return]
+            return self._ppp_thread.__dict__
         key = id(sub)
         with self._ppp_lock:
             entry = self._ppp_subs.get(key)
@@ -385,7 +385,7 @@ class _ProxyCold:
         **kwargs: Any,
     ) -> Any:
         klass = cls if set_name == cls._ppp_set_name else _alias_class(cls, set_name)
-        return super().__new__(klass)  # type: ignore[misc]
+        return super().__new__(klass)
 
     def __init__(
         self,

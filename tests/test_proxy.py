@@ -566,7 +566,7 @@ def test_own_attributes_stay_on_proxy(Proxy: Any) -> None:
 
 
 def test_subclass_keeps_its_own_names(Proxy: Any) -> None:
-    class DB(Proxy):  # type: ignore[misc,valid-type]
+    class DB(Proxy):  # type: ignore[misc]
         __slots__ = ("queries",)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -805,7 +805,7 @@ def test_proxies_of_proxies_compare(Proxy: Any) -> None:
 
 
 def test_subclass_may_define_getattribute(Proxy: Any) -> None:
-    class Traced(Proxy):  # type: ignore[misc,valid-type]
+    class Traced(Proxy):  # type: ignore[misc]
         __slots__ = ()
 
         def __getattribute__(self, name: str) -> Any:

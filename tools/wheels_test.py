@@ -117,10 +117,18 @@ def copy_project(into: Path) -> None:
         shutil.copy2(ROOT / name, into / name)
 
 
-def run_suite(
-    vpy: Path, cwd: Path, label: str, args: argparse.Namespace, **env: str
-) -> tuple[dict[str, int], float]:
-    """Run the copied suite with ``vpy``; fail unless it passes against the installed ppp."""
+@dataclass
+class Suite:
+    """What one run of the suite counted, and why it failed (``None`` if it passed)."""
+
+    counts: dict[str, int]
+    seconds: float
+    error: str | None
+
+
+def run_suite(vpy: Path, cwd: Path, label: str, args: argparse.Namespace, **env: str) -> Suite:
+    """Run the copied suite with ``vpy`` against the installed ppp (fails outright if the
+    pytest header shows any other ppp)."""
     log = WORK / "logs" / f"test-{label}.log"
     say(f"{label}: running the test suite against the installed package ({log.name})")
     pytest = ["-X", "dev", "-m", "pytest", "-p", "no:cacheprovider"]
@@ -134,10 +142,12 @@ def run_suite(
     tail = next((ln for ln in reversed(lines) if SUMMARY.search(ln)), "")
     counts = {what: int(n) for n, what in SUMMARY.findall(tail)}
     seconds = re.search(r" in ([\d.]+)s", tail)
+    error = None
     if proc.returncode != 0 or not counts.get("passed"):
-        body = "\n".join(lines[-30:])
-        raise Failure(f"{label}: test suite failed (exit {proc.returncode}, log {log}):\n{body}")
-    return counts, float(seconds.group(1)) if seconds else 0.0
+        failed = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))][:10]
+        error = f"{label}: test suite failed (exit {proc.returncode}, log {log}): {tail.strip()}"
+        error += "".join(f"\n    {ln}" for ln in failed)
+    return Suite(counts, float(seconds.group(1)) if seconds else 0.0, error)
 
 
 def check_typing(vpy: Path, version: str, tmp: Path, mypy_python: Path) -> None:
@@ -183,9 +193,18 @@ def test_binary(version: str, args: argparse.Namespace) -> Result:
             raise Failure(f"python -m ppp says {shown!r}")
         say(f"CPython {version}: {shown}; compiled: {', '.join(info['extensions'])}")
         copy_project(tmp)
-        counts, seconds = run_suite(vpy, tmp, abi, args)
-        check_typing(vpy, version, tmp, args.mypy)
-    return Result(version, wheel.name, wheel.stat().st_size, "cython", counts, seconds)
+        suite = run_suite(vpy, tmp, abi, args)
+        errors = [suite.error] if suite.error else []
+        try:  # the typing check runs even when a test failed
+            check_typing(vpy, version, tmp, args.mypy)
+        except Failure as exc:
+            errors.append(f"CPython {version}: typed sample: {exc}")
+    result = Result(
+        version, wheel.name, wheel.stat().st_size, "cython", suite.counts, suite.seconds
+    )
+    if errors:
+        raise Failure("\n".join(errors), result)
+    return result
 
 
 def build_pure_wheel(sdist: Path, version: str) -> Path:
@@ -223,8 +242,12 @@ def test_pure_wheel(sdist: Path, version: str, args: argparse.Namespace) -> Resu
         if no_ext.returncode == 0 or "ModuleNotFoundError" not in no_ext.stdout:
             raise Failure(f"ppp._pool should not exist in the pure install: {no_ext.stdout}")
         copy_project(tmp)
-        counts, seconds = run_suite(vpy, tmp, "pure", args, PPP_NO_EXTENSIONS="1")
-    return Result(f"{version} pure", wheel.name, wheel.stat().st_size, "python", counts, seconds)
+        suite = run_suite(vpy, tmp, "pure", args, PPP_NO_EXTENSIONS="1")
+    size = wheel.stat().st_size
+    result = Result(f"{version} pure", wheel.name, size, "python", suite.counts, suite.seconds)
+    if suite.error:
+        raise Failure(suite.error, result)
+    return result
 
 
 def test_no_compiler(sdist: Path, version: str, args: argparse.Namespace) -> None:
@@ -282,24 +305,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "binary":
         if args.mypy is None:
             parser.error("--mypy PYTHON is needed to type-check the sample")
+        args.mypy = args.mypy.absolute()  # not resolve(): that would leave the venv
         for version in args.pythons:  # every Python, even after a failure: the full picture
             try:
                 results.append(test_binary(version, args))
             except (Failure, subprocess.SubprocessError, OSError) as exc:
-                failures.append(f"CPython {version}: {exc}")
-                print(f"{target}: CPython {version} FAILED: {exc}", flush=True)
+                if isinstance(exc, Failure) and len(exc.args) > 1:
+                    results.append(exc.args[1])
+                failures.append(f"CPython {version}: {exc.args[0]}")
+                print(f"{target}: CPython {version} FAILED: {exc.args[0]}", flush=True)
     else:
         try:
             sdist = the_sdist()
-            results.append(test_pure_wheel(sdist, args.pure_python, args))
+            try:
+                results.append(test_pure_wheel(sdist, args.pure_python, args))
+            except Failure as exc:
+                if len(exc.args) > 1:
+                    results.append(exc.args[1])
+                failures.append(str(exc.args[0]))
             test_no_compiler(sdist, args.no_compiler_python, args)
         except (Failure, subprocess.SubprocessError, OSError) as exc:
-            failures.append(str(exc))
+            failures.append(str(exc.args[0] if exc.args else exc))
     report(results)
     if failures:
         print(f"{target}: FAILED ({len(failures)}):")
         for failure in failures:
-            print(f"  {failure.splitlines()[0]}")
+            print("  " + "\n  ".join(failure.splitlines()[:12]))
         return 1
     what = "wheels" if args.mode == "binary" else "pure wheel and no-compiler sdist install"
     print(f"{target}: {what} OK")

@@ -32,8 +32,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import PoolException, TimeOut
@@ -195,6 +194,24 @@ def _caller_stack() -> list[str]:
     ):
         frames.pop()
     return traceback.format_list(frames)
+
+
+class _Lease:
+    """``with pool.obj() as o``: ``get`` on entry, ``ret`` on exit (a class, not a
+    generator: it is on the hot path of request handlers)."""
+
+    __slots__ = ("_obj", "_pool", "_timeout")
+
+    def __init__(self, pool: PoolBase, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def __enter__(self) -> Any:
+        self._obj = self._pool.get(self._timeout)
+        return self._obj
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.ret(self._obj)
 
 
 # ---------------------------------------------------------------------- the base
@@ -401,8 +418,26 @@ class PoolBase:
             slot.holder = threading.current_thread().name
             slot.stack = _caller_stack()
         if self._getter is not None:
-            self._hook("getter", self._getter, slot.obj)
+            uses = slot.uses
+            try:
+                self._hook("getter", self._getter, slot.obj)
+            except BaseException:  # interrupted: the caller never gets the object
+                self._drop_interrupted(slot, USING, uses)
+                raise
         return slot.obj
+
+    def _drop_interrupted(self, slot: Any, state: int, uses: int) -> None:
+        """A hook on ``slot``'s object was interrupted by a BaseException (KeyboardInterrupt,
+        SystemExit, gevent's Timeout or GreenletExit): the object's state is unknown, so
+        it is retired (closer runs) and its slot freed, unless it moved on meanwhile
+        (killed, or returned and taken again); the caller then re-raises."""
+        self._acquire()
+        live = slot.state == state and slot.uses == uses and self._slots.get(id(slot.obj)) is slot
+        if live:
+            self._forget(slot)
+        self._release()
+        if live:
+            self._close(slot.obj)
 
     def _close(self, obj: Any) -> None:
         """Run ``closer`` on an object the pool has already forgotten."""
@@ -463,16 +498,14 @@ class PoolBase:
         self._ndestroys += 1
         self._free_capacity()
 
-    def _retire(self, slot: Any) -> bool:
-        """On return (lock held): count the use; True when the object must go."""
+    def _retire(self, slot: Any) -> None:
+        """On return (lock held), once the twin found that the object must go: count
+        why (worn out, too old, or the pool is shut down) and forget it."""
         if self._max_use and slot.uses >= self._max_use:
             self._nwornout += 1
         elif self._max_lifetime and self._now() - slot.created >= self._max_lifetime:
             self._nexpired += 1
-        elif not self._shutdown:
-            return False
         self._forget(slot)
-        return True
 
     def _bad_return(self, obj: Any) -> None:
         """``ret`` of an object the pool does not hold as in use: warn, change nothing."""
@@ -502,7 +535,15 @@ class PoolBase:
             self._release()
             raise
         if self._opener is not None:
-            self._hook("opener", self._opener, obj)
+            try:
+                self._hook("opener", self._opener, obj)
+            except BaseException:  # interrupted (KeyboardInterrupt...): free the slot
+                self._acquire()
+                self._npending -= 1
+                self._free_capacity()
+                self._release()
+                self._close(obj)
+                raise
         self._acquire()
         self._npending -= 1
         key = id(obj)
@@ -621,14 +662,9 @@ class PoolBase:
 
     # ---------------------------------------------------------- public API
 
-    @contextmanager
-    def obj(self, timeout: float | None = None) -> Iterator[Any]:
+    def obj(self, timeout: float | None = None) -> _Lease:
         """Get an object for a ``with`` block; it is returned on exit, exceptions included."""
-        o = self.get(timeout)
-        try:
-            yield o
-        finally:
-            self.ret(o)
+        return _Lease(self, timeout)
 
     def __enter__(self) -> PoolBase:
         return self
@@ -768,6 +804,9 @@ class PoolBase:
             except Exception:
                 log.exception("pool %d: health check raised on %s", self._id, self._trace(slot.obj))
                 healthy, error = False, True
+            except BaseException:  # interrupted: retire the object rather than lose its slot
+                self._drop_interrupted(slot, BORROWED, slot.uses)
+                raise
             self._acquire()
             if error:
                 self._hc_errors += 1

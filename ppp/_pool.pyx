@@ -282,7 +282,11 @@ cdef class _Core:
         if self._retter is not None:
             uses = slot.uses
             ppp_lock_release(&self._lock)
-            self._hook("retter", self._retter, obj)
+            try:
+                self._hook("retter", self._retter, obj)
+            except BaseException:  # interrupted mid-reset: retire the object, re-raise
+                self._drop_interrupted(slot, S_USING, uses)
+                raise
             ppp_lock_acquire(&self._lock)
             found = ppp_table_get(&self._index, <void*>obj)
             if slot.state != S_USING or slot.uses != uses or found is not <PyObject*>slot:
@@ -290,7 +294,12 @@ cdef class _Core:
                 self._bad_return(obj)
                 return
         self._nreturns += 1
-        if (self._max_use or self._max_lifetime or self._shutdown) and self._retire(slot):
+        if (
+            (self._max_use and slot.uses >= self._max_use)
+            or (self._max_lifetime and self._now_c() - slot.created >= self._max_lifetime)
+            or self._shutdown
+        ):
+            self._retire(slot)
             ppp_lock_release(&self._lock)
             self._close(obj)
             self._fill()

@@ -120,14 +120,23 @@ class Pool(PoolBase):
         if self._retter is not None:
             uses = slot.uses
             self._release()
-            self._hook("retter", self._retter, obj)
+            try:
+                self._hook("retter", self._retter, obj)
+            except BaseException:  # interrupted mid-reset: retire the object, re-raise
+                self._drop_interrupted(slot, USING, uses)
+                raise
             self._acquire()
             if slot.state != USING or slot.uses != uses or self._slots.get(id(obj)) is not slot:
                 self._release()
                 self._bad_return(obj)
                 return
         self._nreturns += 1
-        if (self._max_use or self._max_lifetime or self._shutdown) and self._retire(slot):
+        if (
+            (self._max_use and slot.uses >= self._max_use)
+            or (self._max_lifetime and self._now() - slot.created >= self._max_lifetime)
+            or self._shutdown
+        ):
+            self._retire(slot)
             self._release()
             self._close(obj)
             self._fill()

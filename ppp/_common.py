@@ -33,6 +33,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ._errors import PoolException, TimeOut
@@ -662,7 +663,7 @@ class PoolBase:
 
     # ---------------------------------------------------------- public API
 
-    def obj(self, timeout: float | None = None) -> _Lease:
+    def obj(self, timeout: float | None = None) -> AbstractContextManager[Any]:
         """Get an object for a ``with`` block; it is returned on exit, exceptions included."""
         return _Lease(self, timeout)
 

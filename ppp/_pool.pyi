@@ -1,6 +1,7 @@
 """Stub of the compiled Pool twin (``ppp/_pool.pyx``); checked by mypy's stubtest."""
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, final
 
 from typing_extensions import disjoint_base
 
@@ -46,6 +47,14 @@ class _Core:
     def _unregister(self, slot: _Slot) -> None: ...
     def get(self, timeout: float | None = None) -> Any: ...
     def ret(self, obj: Any) -> None: ...
+    def obj(self, timeout: float | None = None) -> AbstractContextManager[Any]: ...
+
+@final
+@disjoint_base
+class _Lease:
+    def __init__(self, pool: _Core, timeout: float | None) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc_info: object) -> None: ...
 
 class Pool(_Core, PoolBase):
     _Slot: type[_Slot]

@@ -251,6 +251,20 @@ cdef class _Core:
         ``timeout`` (seconds) defaults to the pool's; ``0`` does not wait.  Raises
         ``TimeOut`` on timeout, ``PoolException`` after shutdown, and whatever
         ``fun`` raises when creating."""
+        return self._get_c(timeout)
+
+    def ret(self, obj):
+        """Give back an object obtained from ``get``.
+
+        A second return, or the return of an object the pool does not hold in
+        use, is ignored with a warning."""
+        self._ret_c(obj)
+
+    def obj(self, timeout=None):
+        """Get an object for a ``with`` block; it is returned on exit, exceptions included."""
+        return _Lease(self, timeout)
+
+    cdef object _get_c(self, timeout):
         cdef _Slot slot
         if timeout is not None:
             timeout = check_timeout(timeout)
@@ -264,11 +278,7 @@ cdef class _Core:
             return self._after_get(slot)
         return self._get_slow(timeout)
 
-    def ret(self, obj):
-        """Give back an object obtained from ``get``.
-
-        A second return, or the return of an object the pool does not hold in
-        use, is ignored with a warning."""
+    cdef object _ret_c(self, obj):
         cdef _Slot slot
         cdef Py_ssize_t uses
         cdef PyObject *found
@@ -316,6 +326,26 @@ cdef class _Core:
             slot.state = S_IDLE
             self._avail.append(slot)
         ppp_lock_release(&self._lock)
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Lease:
+    """``with pool.obj() as o``: ``get`` on entry, ``ret`` on exit, in C."""
+
+    cdef _Core _pool
+    cdef object _timeout, _obj
+
+    def __init__(self, _Core pool, timeout):
+        self._pool = pool
+        self._timeout = timeout
+
+    def __enter__(self):
+        self._obj = self._pool._get_c(self._timeout)
+        return self._obj
+
+    def __exit__(self, *exc_info):
+        self._pool._ret_c(self._obj)
 
 
 class Pool(_Core, PoolBase):

@@ -2,7 +2,8 @@
 
 A hypothesis state machine draws a pool configuration and a random program of
 ``get`` (with and without timeouts), ``ret`` (held, double, stale and foreign
-objects), ``obj()`` blocks, failing ``fun``, raising hooks, health flips,
+objects), ``obj()`` blocks, failing ``fun``, raising and interrupted hooks
+(a BaseException, as KeyboardInterrupt or gevent's Timeout), health flips,
 fake-clock advances, housekeeping rounds (which kill over-held objects) and
 ``shutdown``.  Every step runs on the compiled twin, the pure twin and
 :class:`Model`, a plain single-threaded restatement of SPEC section 2; after
@@ -72,6 +73,14 @@ class HookError(Exception):
     """What a hook raises when the program makes it raise."""
 
 
+class Interrupt(BaseException):
+    """What a hook raises when the program interrupts it, as KeyboardInterrupt or
+    gevent's Timeout would: the pool must retire the object, not lose its slot."""
+
+
+INTERRUPTIBLE = ("opener", "getter", "retter", "health")
+
+
 class Obj:
     """A pooled object that equals every Obj of the same number and is unhashable,
     so only tracking by identity can tell a foreign look-alike from the real one."""
@@ -106,6 +115,7 @@ class Env:
     fail: int = 0  # the next ``fail`` calls of fun raise
     dup_of: int | None = None  # the next call of fun returns this object again, if pooled
     raising: set[str] = field(default_factory=set)  # hooks that raise
+    interrupting: set[str] = field(default_factory=set)  # hooks that raise Interrupt
     unhealthy: set[int] = field(default_factory=set)  # objects whose health check fails
     events: list[tuple[str, int]] = field(default_factory=list)
 
@@ -117,6 +127,8 @@ class Env:
 
     def hook_call(self, name: str, n: int) -> None:
         self.events.append((name, n))
+        if name in self.interrupting:
+            raise Interrupt(name)
         if name in self.raising:
             raise HookError(name)
 
@@ -185,7 +197,7 @@ def outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
     pool ids are blanked out of messages so two pools can be compared."""
     try:
         return ("ok", call())
-    except (PPPException, FunError) as exc:
+    except (PPPException, FunError, Interrupt) as exc:
         return ("raise", type(exc).__name__, re.sub(r"pool \d+", "pool N", str(exc)))
 
 
@@ -352,7 +364,11 @@ class Model:
         if dup is not None and dup in self.slots:
             self.hook("opener", dup)
             raise PoolException("fun returned an object the pool already holds")
-        self.hook("opener", n)
+        try:
+            self.hook("opener", n)
+        except Interrupt:  # the object is not pooled: closed, its slot free
+            self.hook("closer", n)
+            raise
         self.slots[n] = slot = MSlot(n, self.clock() if self.timed else 0.0)
         slot.last_get = slot.last_ret = slot.created
         self.c["ncreated"] += 1
@@ -372,7 +388,12 @@ class Model:
             slot.warned = False
         if self.cfg.leak_trace:
             slot.holder = "MainThread"
-        self.hook("getter", slot.n)
+        try:
+            self.hook("getter", slot.n)
+        except Interrupt:  # the caller never gets it: retired
+            self.forget(slot)
+            self.hook("closer", slot.n)
+            raise
 
     def forget(self, slot: MSlot) -> None:
         del self.slots[slot.n]
@@ -416,7 +437,12 @@ class Model:
         if slot is None or slot.state != USING:
             self.c["nbad_returns"] += 1
             return
-        self.hook("retter", slot.n)
+        try:
+            self.hook("retter", slot.n)
+        except Interrupt:  # its state is unknown: retired, not counted as returned
+            self.forget(slot)
+            self.hook("closer", slot.n)
+            raise
         self.c["nreturns"] += 1
         now = self.clock()
         if self.cfg.max_use and slot.uses >= self.cfg.max_use:
@@ -496,6 +522,10 @@ class Model:
             self.c["nborrows"] += 1
             self.c["nhealth"] += 1
             self.env.events.append(("health", n))
+            if "health" in self.env.interrupting:
+                self.forget(slot)
+                self.hook("closer", n)
+                raise Interrupt("health")
             if "health" in self.env.raising:
                 self.c["hc_errors"] += 1
                 healthy = False
@@ -658,13 +688,21 @@ class PoolMachine(RuleBasedStateMachine):
         for s in self.systems():
             s.env.fail += count
 
-    @precondition(lambda self: self.model.slots)
+    @precondition(lambda self: self.model.slots and "opener" not in self.model.env.interrupting)
     @rule(data=st.data())
     def arm_duplicate(self, data: st.DataObject) -> None:
         """The next creation returns an object the pool already holds."""
         n = data.draw(st.sampled_from(sorted(self.model.slots)))
         for s in self.systems():
             s.env.dup_of = n
+
+    @rule(hook=st.sampled_from(INTERRUPTIBLE))
+    def toggle_interrupt(self, hook: str) -> None:
+        """A hook now raises (or stops raising) a BaseException, like KeyboardInterrupt."""
+        if hook == "opener" and self.model.env.dup_of is not None:
+            return  # a refused duplicate is closed by an interrupted opener: not modelled
+        for s in self.systems():
+            s.env.interrupting ^= {hook}
 
     @rule(hook=st.sampled_from(HOOKS))
     def toggle_raising(self, hook: str) -> None:
@@ -718,6 +756,7 @@ class PoolMachine(RuleBasedStateMachine):
             return
         for s in self.systems():
             s.env.raising.clear()
+            s.env.interrupting.clear()
             s.shutdown()
             for n in self.held:
                 s.ret(n)

@@ -710,3 +710,91 @@ def test_proxy_threads_come_and_go(backend: Any) -> None:
     finally:
         pool.shutdown()
     assert sorted(world.closed) == sorted(world.made)
+
+
+# ------------------------------------------------------ interrupted hooks
+
+
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt, SystemExit or gevent's Timeout and GreenletExit."""
+
+
+@pytest.mark.parametrize("hook", ["opener", "getter", "retter", "health"])
+def test_interrupted_hook_frees_the_slot(Pool: Any, hook: str) -> None:
+    """A BaseException out of a hook used to leave its slot taken for good (a pool
+    of one was then empty forever); now the object, whose state is unknown, is
+    retired (closer runs), its slot is free, and the interruption goes on."""
+    closed: list[Any] = []
+    armed = [True]
+
+    def interrupting(obj: Any) -> bool:
+        if armed[0]:
+            armed[0] = False
+            raise Interrupt(hook)
+        return True
+
+    pool = Pool(
+        lambda n: [n], max_size=1, min_size=0, delay=1e9, closer=closed.append,
+        **{hook: interrupting},
+    )  # fmt: skip
+    try:
+        with pytest.raises(Interrupt):
+            if hook in ("opener", "getter"):
+                pool.get()
+            elif hook == "retter":
+                pool.ret(pool.get())
+            else:
+                pool.ret(pool.get())
+                pool._hk_round()
+        assert closed == [[0]]
+        s = pool.stats()
+        assert (s["nobjs"], s["nusing"], s["npending"], s["nborrowed"]) == (0, 0, 0, 0), s
+        assert not pool_problems(pool)
+        obj = pool.get(0)  # the slot is free again
+        assert obj == [1]
+        pool.ret(obj)
+    finally:
+        pool.shutdown()
+
+
+def test_interrupted_retter_serves_the_waiter(Pool: Any) -> None:
+    """The slot freed by an interrupted return goes to the thread waiting for it."""
+    armed = [True]
+
+    def retter(obj: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise Interrupt("retter")
+
+    pool = Pool(lambda n: [n], max_size=1, min_size=0, retter=retter)
+    try:
+        held = pool.get()
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.get(WATCHDOG)))
+        waiter.start()
+        wait_for(lambda: pool.stats()["nwaiting"] == 1, "a waiter")
+        with pytest.raises(Interrupt):
+            pool.ret(held)
+        waiter.join(WATCHDOG)
+        assert got == [[1]]  # a new object in the freed slot
+        pool.ret(got[0])
+    finally:
+        pool.shutdown()
+
+
+def test_gevent_timeout_in_a_slow_retter(Pool: Any) -> None:
+    """The case that matters in practice: a gevent.Timeout (a BaseException) fires
+    while ``retter`` rolls back over the network."""
+    gevent = pytest.importorskip("gevent")
+    closed: list[Any] = []
+    pool = Pool(lambda n: [n], max_size=1, retter=lambda obj: gevent.sleep(5),
+                closer=closed.append)  # fmt: skip
+    try:
+        obj = pool.get()
+        with pytest.raises(gevent.Timeout), gevent.Timeout(0.01):
+            pool.ret(obj)
+        assert closed == [obj]
+        assert pool.stats()["nobjs"] == 0
+        assert pool.get(0) == [1]
+    finally:
+        pool.shutdown()

@@ -50,7 +50,6 @@ def use_pool() -> int:
     with pool.obj(timeout=1.0) as again:
         assert again is conn, "LIFO: the connection just returned comes back first"
     stats = pool.stats()
-    # Fails while ``ppp.Pool`` is typed ``Any`` (``Pool = _impl.Pool`` in ppp/__init__.py).
     assert_type(stats, dict[str, Any])
     nobjs: int = stats["nobjs"]
     assert_type(str(pool), str)

@@ -36,7 +36,7 @@ def _pool_class(twin: str) -> Any:
 def _proxy(twin: str, scope: str) -> Any:
     if twin == "floor":
         return benchkit.Conn(7)
-    from ppp.proxy import _for_twin  # type: ignore[attr-defined]
+    from ppp.proxy import _for_twin
 
     Proxy = _for_twin(twin)
 
@@ -99,7 +99,7 @@ def run(case: str, twin: str, n: int) -> float:
                 assert obj.x == 7
 
         else:
-            from ppp.proxy import _for_twin  # type: ignore[attr-defined]
+            from ppp.proxy import _for_twin
 
             p = _for_twin(twin)(fun=benchkit.Maker(), max_size=CHURN_ALIVE, timeout=30.0)
             returns = case == "churn-ret"

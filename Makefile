@@ -45,6 +45,8 @@ test: $(STAMP)
 	$(VPY) -X dev -m pytest $(PYTEST_ARGS)
 	@echo "=== leg 2/2: pure twin only (PPP_NO_EXTENSIONS=1, ppp.BACKEND=python) ==="
 	PPP_NO_EXTENSIONS=1 $(VPY) -X dev -m pytest -m "not cython" $(PYTEST_ARGS)
+	@echo "=== benchmarks, once each, unmeasured (smoke: both legs) ==="
+	$(MAKE) --no-print-directory bench-smoke
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppp tests bench examples tools

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import faulthandler
 import gc
+import json
 import random
 import sys
 import threading
@@ -216,6 +217,10 @@ class Monitor:
         while not self.stop.is_set():
             found = pool_problems(self.pool)
             self.checks += 1
+            if self.checks % 16 == 0:  # stats() and str() while the pool churns
+                s = json.loads(str(self.pool))
+                if s["nusing"] + s["navail"] + s["nborrowed"] != s["nobjs"]:
+                    found.append(f"stats() does not add up: {s}")
             if found:
                 self.problems.extend(found)
                 return
@@ -549,7 +554,10 @@ def shutdown_amid_churn(Pool: Any, rnd: int) -> None:
     with Monitor(pool):
         runner.start()
         time.sleep(random.Random(rnd).uniform(0.005, 0.05))
+        second = threading.Thread(target=pool.shutdown)  # two shutdowns at once
+        second.start()
         pool.shutdown(delay=WATCHDOG)
+        second.join(WATCHDOG)
         runner.join(WATCHDOG)
     assert not runner.is_alive() and not errors, errors
     assert tally.shut == 32
@@ -796,5 +804,36 @@ def test_gevent_timeout_in_a_slow_retter(Pool: Any) -> None:
         assert closed == [obj]
         assert pool.stats()["nobjs"] == 0
         assert pool.get(0) == [1]
+    finally:
+        pool.shutdown()
+
+
+# ------------------------------------------------------- racing returns
+
+
+def test_concurrent_double_returns(Pool: Any) -> None:
+    """Sixteen threads return the same object at once (a caller's bug, and the
+    retter opens a window with the pool unlocked): exactly one return counts,
+    the others are ignored, and the object is idle once."""
+    world = World(fail_one_in=0, sleep_one_in=2)
+    pool = Pool(world.fun, max_size=2, min_size=0, retter=world.hook, delay=1e9)
+    try:
+        for rnd in range(30):
+            before = pool.stats()
+            obj = pool.get()
+            barrier = threading.Barrier(16)
+
+            def racer(obj: Any = obj, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait(WATCHDOG)
+                pool.ret(obj)
+
+            errors: list[str] = []
+            run_threads([racer] * 16, errors)
+            assert not errors, errors[0]
+            assert not pool_problems(pool)
+            s = pool.stats()
+            assert s["nreturns"] - before["nreturns"] == 1, rnd
+            assert s["nbad_returns"] - before["nbad_returns"] == 15
+            assert s["nusing"] == 0 and [slot.obj for slot in pool._avail].count(obj) == 1
     finally:
         pool.shutdown()

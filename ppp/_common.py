@@ -234,6 +234,7 @@ class PoolBase:
     _avail: list[Any]
     _waiters: deque[Waiter]
     _wait_samples: list[float]
+    _deferred: list[Any]
     _wait_max: float
     _shutdown: bool
     _nusing: int
@@ -507,6 +508,16 @@ class PoolBase:
         elif self._max_lifetime and self._now() - slot.created >= self._max_lifetime:
             self._nexpired += 1
         self._forget(slot)
+
+    def _drain_deferred(self) -> None:
+        """Do the returns a finalizer asked for while its thread held the lock
+        (right after that thread releases it)."""
+        self._acquire()
+        objs = list(self._deferred)
+        self._deferred.clear()
+        self._release()
+        for obj in objs:
+            self.ret(obj)
 
     def _bad_return(self, obj: Any) -> None:
         """``ret`` of an object the pool does not hold as in use: warn, change nothing."""
@@ -934,6 +945,7 @@ def new_state(pool: Any) -> None:
         setattr(pool, name, 0)
     pool._wait_max = 0.0
     pool._wait_samples = []
+    pool._deferred = []
     pool._shutdown = False
 
 

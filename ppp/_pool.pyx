@@ -24,19 +24,32 @@ cdef extern from *:
     #if defined(_MSC_VER)
     #include <intrin.h>
     #define PPP_FETCH_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
+    #define PPP_STORE(p, v) (*(volatile unsigned long *)(p) = (v))
+    #define PPP_LOAD(p) (*(volatile unsigned long *)(p))
     #else
     #define PPP_FETCH_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+    #define PPP_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+    #define PPP_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
     #endif
+    /* ``owner`` is the holder's thread id (0 when free): ret() called by a
+       finalizer while its own thread holds the lock is deferred, not deadlocked. */
     #if PY_VERSION_HEX >= 0x030d0000
-    typedef struct { PyMutex m; } ppp_lock_t;
-    static int ppp_lock_init(ppp_lock_t *l) { l->m = (PyMutex){0}; return 0; }
+    typedef struct { PyMutex m; unsigned long owner; } ppp_lock_t;
+    static int ppp_lock_init(ppp_lock_t *l) { l->m = (PyMutex){0}; l->owner = 0; return 0; }
     static void ppp_lock_free(ppp_lock_t *l) { (void)l; }
-    static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) { PyMutex_Lock(&l->m); }
-    static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) { PyMutex_Unlock(&l->m); }
+    static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) {
+        PyMutex_Lock(&l->m);
+        PPP_STORE(&l->owner, PyThread_get_thread_ident());
+    }
+    static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
+        PPP_STORE(&l->owner, 0UL);
+        PyMutex_Unlock(&l->m);
+    }
     #else
-    typedef struct { long count; PyThread_type_lock sem; } ppp_lock_t;
+    typedef struct { long count; unsigned long owner; PyThread_type_lock sem; } ppp_lock_t;
     static int ppp_lock_init(ppp_lock_t *l) {
         l->count = 0;
+        l->owner = 0;
         l->sem = PyThread_allocate_lock();
         if (!l->sem) return -1;
         PyThread_acquire_lock(l->sem, WAIT_LOCK);
@@ -46,15 +59,21 @@ cdef extern from *:
         if (l->sem) { PyThread_release_lock(l->sem); PyThread_free_lock(l->sem); l->sem = NULL; }
     }
     static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) {
-        if (PPP_FETCH_ADD(&l->count, 1) == 0) return;
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(l->sem, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
+        if (PPP_FETCH_ADD(&l->count, 1) != 0) {
+            Py_BEGIN_ALLOW_THREADS
+            PyThread_acquire_lock(l->sem, WAIT_LOCK);
+            Py_END_ALLOW_THREADS
+        }
+        PPP_STORE(&l->owner, PyThread_get_thread_ident());
     }
     static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
+        PPP_STORE(&l->owner, 0UL);
         if (PPP_FETCH_ADD(&l->count, -1) > 1) PyThread_release_lock(l->sem);
     }
     #endif
+    static CYTHON_INLINE int ppp_lock_held_here(ppp_lock_t *l) {
+        return PPP_LOAD(&l->owner) == PyThread_get_thread_ident();
+    }
     """
     ctypedef struct ppp_lock_t:
         pass
@@ -62,6 +81,7 @@ cdef extern from *:
     void ppp_lock_free(ppp_lock_t *l)
     void ppp_lock_acquire(ppp_lock_t *l)
     void ppp_lock_release(ppp_lock_t *l)
+    int ppp_lock_held_here(ppp_lock_t *l)
 
 cdef extern from *:
     """
@@ -190,6 +210,7 @@ cdef class _Core:
     cdef ppp_lock_t _lock
     cdef ppp_table _index
     cdef public dict _slots
+    cdef public list _deferred
     cdef public list _avail
     cdef public object _waiters
     cdef public Py_ssize_t _nusing, _nuses, _nreturns, _max_use
@@ -221,7 +242,14 @@ cdef class _Core:
         ppp_lock_acquire(&self._lock)
 
     def _release(self):
+        self._unlock()
+
+    cdef inline int _unlock(self) except -1:
+        """Release the lock, then do the returns deferred while it was held."""
         ppp_lock_release(&self._lock)
+        if self._deferred:
+            self._drain_deferred()
+        return 0
 
     cdef inline double _now_c(self) except? -1.0:
         if self._clock is None:
@@ -272,7 +300,7 @@ cdef class _Core:
         if self._avail and not self._shutdown:
             slot = <_Slot>self._avail.pop()
             self._checkout_c(slot)
-            ppp_lock_release(&self._lock)
+            self._unlock()
             if self._getter is None and not self._leak_trace:
                 return slot.obj
             return self._after_get(slot)
@@ -282,16 +310,21 @@ cdef class _Core:
         cdef _Slot slot
         cdef Py_ssize_t uses
         cdef PyObject *found
+        if ppp_lock_held_here(&self._lock):
+            # a finalizer run (by the GC) while this thread is inside the pool:
+            # give the object back once the lock is released
+            self._deferred.append(obj)
+            return None
         ppp_lock_acquire(&self._lock)
         found = ppp_table_get(&self._index, <void*>obj)
         if found is NULL or (<_Slot>found).state != S_USING:
-            ppp_lock_release(&self._lock)
+            self._unlock()
             self._bad_return(obj)
             return
         slot = <_Slot>found
         if self._retter is not None:
             uses = slot.uses
-            ppp_lock_release(&self._lock)
+            self._unlock()
             try:
                 self._hook("retter", self._retter, obj)
             except BaseException:  # interrupted mid-reset: retire the object, re-raise
@@ -300,7 +333,7 @@ cdef class _Core:
             ppp_lock_acquire(&self._lock)
             found = ppp_table_get(&self._index, <void*>obj)
             if slot.state != S_USING or slot.uses != uses or found is not <PyObject*>slot:
-                ppp_lock_release(&self._lock)
+                self._unlock()
                 self._bad_return(obj)
                 return
         self._nreturns += 1
@@ -310,7 +343,7 @@ cdef class _Core:
             or self._shutdown
         ):
             self._retire(slot)
-            ppp_lock_release(&self._lock)
+            self._unlock()
             self._close(obj)
             self._fill()
             return
@@ -325,7 +358,7 @@ cdef class _Core:
         else:
             slot.state = S_IDLE
             self._avail.append(slot)
-        ppp_lock_release(&self._lock)
+        self._unlock()
 
 
 @cython.final

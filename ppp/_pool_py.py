@@ -56,10 +56,19 @@ class Pool(PoolBase):
     _backend = "python"
 
     def _init_core(self) -> None:
-        lock = threading.Lock()
+        # an RLock only to ask whether this thread holds it (_is_owned); it is
+        # never acquired twice: ret() from a finalizer inside the pool is deferred
+        lock = threading.RLock()
         self._acquire = lock.acquire  # type: ignore[method-assign,assignment]
-        self._release = lock.release  # type: ignore[method-assign]
+        self._unlock = lock.release
+        self._held_here = lock._is_owned  # type: ignore[attr-defined]
         new_state(self)
+
+    def _release(self) -> None:
+        """Release the lock, then do the returns deferred while it was held."""
+        self._unlock()
+        if self._deferred:
+            self._drain_deferred()
 
     def _register(self, slot: Any) -> None:
         self._slots[id(slot.obj)] = slot
@@ -100,7 +109,9 @@ class Pool(PoolBase):
             if self._timed:
                 slot.last_get = self._now()
                 slot.warned = False
-            self._release()
+            self._unlock()
+            if self._deferred:
+                self._drain_deferred()
             if self._getter is None and not self._leak_trace:
                 return slot.obj
             return self._after_get(slot)
@@ -111,6 +122,11 @@ class Pool(PoolBase):
 
         A second return, or the return of an object the pool does not hold in
         use, is ignored with a warning."""
+        if self._held_here():
+            # a finalizer run (by the GC) while this thread is inside the pool:
+            # give the object back once the lock is released
+            self._deferred.append(obj)
+            return
         self._acquire()
         slot: Any = self._slots.get(id(obj))
         if slot is None or slot.state != USING:
@@ -151,4 +167,6 @@ class Pool(PoolBase):
         else:
             slot.state = IDLE
             self._avail.append(slot)
-        self._release()
+        self._unlock()
+        if self._deferred:
+            self._drain_deferred()

@@ -204,3 +204,17 @@ def test_ret_from_another_thread(Pool: Any, counter: Any) -> None:
     t.start()
     t.join()
     assert pool.get(timeout=0) is o
+
+
+def test_ret_while_this_thread_holds_the_lock_is_deferred(Pool: Any, counter: Any) -> None:
+    """A finalizer (``__del__``, a weakref callback) may call ``ret`` while its thread
+    is inside the pool: the return waits for the lock's release instead of deadlocking."""
+    pool = Pool(counter, min_size=0)
+    o = pool.get()
+    pool._acquire()
+    pool.ret(o)  # as a finalizer run by the GC inside the pool would
+    assert pool._nusing == 1 and pool._deferred == [o]
+    pool._release()  # the deferred return happens here
+    s = pool.stats()
+    assert (s["nusing"], s["navail"], s["nreturns"]) == (0, 1, 1)
+    assert pool._deferred == []

@@ -860,14 +860,11 @@ print("done")
 """
 
 
-@pytest.mark.xfail(
-    reason="ppp/proxy.py: _Holder.__del__ calls Pool.ret from the garbage collector, which "
-    "may run while the same thread holds the pool's (non-reentrant) lock: deadlock "
-    "(reported; a reentrant-safe hand-off such as queue.SimpleQueue would fix it)",
-)
 def test_proxy_holder_collected_inside_the_pool_does_not_deadlock(backend: Any) -> None:
     """A pooled object whose Proxy holder is freed by the cyclic GC while its own
-    thread is inside the pool must come back, not deadlock that thread."""
+    thread is inside the pool must come back, not deadlock that thread: the pool
+    defers a ``ret`` made while its thread holds the lock until it releases it
+    (here the deferred return reaches the very ``get`` that triggered the GC)."""
     import subprocess
 
     try:

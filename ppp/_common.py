@@ -249,6 +249,7 @@ class PoolBase:
     _nrecycled: int
     _nwornout: int
     _nexpired: int
+    _ndiscarded: int
     _ndestroys: int
     _nhealth: int
     _bad_health: int
@@ -508,6 +509,23 @@ class PoolBase:
         elif self._max_lifetime and self._now() - slot.created >= self._max_lifetime:
             self._nexpired += 1
         self._forget(slot)
+
+    def discard(self, obj: Any) -> None:
+        """Retire an object now instead of returning it (a connection found broken):
+        ``closer`` runs, its slot goes to the oldest waiter, ``min_size`` is refilled.
+
+        Like ``ret``, it ignores with a warning an object the pool does not hold in use."""
+        self._acquire()
+        slot = self._slots.get(id(obj))
+        if slot is None or slot.state != USING:
+            self._release()
+            self._bad_return(obj)
+            return
+        self._ndiscarded += 1
+        self._forget(slot)
+        self._release()
+        self._close(obj)
+        self._fill()
 
     def _drain_deferred(self) -> None:
         """Do the returns a finalizer asked for while its thread held the lock
@@ -881,6 +899,7 @@ class PoolBase:
                 "nrecycled": self._nrecycled,
                 "nwornout": self._nwornout,
                 "nexpired": self._nexpired,
+                "ndiscarded": self._ndiscarded,
                 "nborrows": self._nborrows,
                 "nreturns": self._nreturns,
                 "nbad_returns": self._nbad_returns,
@@ -962,6 +981,7 @@ COUNTERS = (
     "_nrecycled",
     "_nwornout",
     "_nexpired",
+    "_ndiscarded",
     "_ndestroys",
     "_nhealth",
     "_bad_health",

@@ -218,3 +218,23 @@ def test_ret_while_this_thread_holds_the_lock_is_deferred(Pool: Any, counter: An
     s = pool.stats()
     assert (s["nusing"], s["navail"], s["nreturns"]) == (0, 1, 1)
     assert pool._deferred == []
+
+
+def test_discard_retires_a_broken_object(Pool: Any, counter: Any, pool_log: Any) -> None:
+    pool = Pool(counter, min_size=1, max_size=1, closer=counter.close)
+    broken = pool.get()
+    got: list[Any] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.get(timeout=10)))
+    waiter.start()
+    while pool.stats()["nwaiting"] != 1:
+        pass
+    pool.discard(broken)  # closed; its slot goes to the waiter, which creates #1
+    waiter.join(10)
+    assert counter.closed == [broken] and got == [{"n": 1}]
+    s = pool.stats()
+    assert (s["ndiscarded"], s["nobjs"], s["nusing"], s["ndestroys"]) == (1, 1, 1, 1)
+    pool.discard(broken)  # not held any more: a warning, no change
+    pool.discard(object())
+    assert pool.stats()["nbad_returns"] == 2 and pool.stats()["ndiscarded"] == 1
+    pool.ret(got[0])
+    assert pool.stats()["navail"] == 1

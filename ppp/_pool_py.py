@@ -41,7 +41,7 @@ class _Slot:
         self.last_get = now
         self.last_ret = now
         self.holder: str | None = None
-        self.stack: list[str] | None = None
+        self.stack: list[tuple[Any, int]] | None = None
         self.warned = False
 
 

@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 
 from ppp import PoolException, PPPException, TimeOut
 from ppp._backend import extensions_disabled
+from ppp._common import format_stack
 
 IDLE, USING, BORROWED = 0, 1, 2
 HOOKS = ("opener", "getter", "retter", "closer", "health", "stats", "tracer")
@@ -797,12 +798,12 @@ def test_leak_trace_stack_ends_at_the_caller(Pool: Any) -> None:
         idle = _get_here(pool)  # the object made by the initial fill: hot path
         made = _get_here(pool)  # nothing idle: creation path
         for obj in (idle, made):
-            stack = pool._slots[id(obj)].stack
+            stack = format_stack(pool._slots[id(obj)].stack)
             assert "LEAK-TRACE-LINE" in stack[-1], stack[-1]
             assert "test_leak_trace_stack_ends_at_the_caller" in stack[-2]
             assert not any("ppp/_" in frame.splitlines()[0] for frame in stack)
         with pool.obj() as obj:  # OBJ-LINE
-            stack = pool._slots[id(obj)].stack
+            stack = format_stack(pool._slots[id(obj)].stack)
             assert "OBJ-LINE" in stack[-1], stack[-1]
         pool.ret(idle)
         pool.ret(made)

@@ -4,9 +4,10 @@ user does, outside the source tree, and check them.
 ``binary``: for each CPython, a fresh venv of that Python in a temporary folder
 gets ``wheelhouse/<its wheel>[test]``; then ``ppp.BACKEND`` must be ``cython``
 with the extension loaded from the venv, the wheel must hold the ``.so``, the
-test suite (copied out of the tree, so the checkout's ``ppp/`` is not
-importable) must pass, and ``tests/typing/usage.py`` must run and pass
-``mypy --strict --warn-unused-ignores`` against the installed wheel.
+test suite (taken from the sdist the wheels were built from, without its
+``ppp/``, so only the installed package is importable) must pass, and
+``tests/typing/usage.py`` must run and pass ``mypy --strict --warn-unused-ignores``
+against the installed wheel.
 
 ``pure``: ``PPP_NO_EXTENSIONS=1`` builds a ``py3-none-any`` wheel from the sdist
 (into ``dist/``), which installs with ``ppp.BACKEND == "python"`` and passes the
@@ -50,13 +51,12 @@ from wheels_common import (
     run,
     say,
     the_sdist,
-    tracked,
     wheel_names,
     wheel_tags,
 )
 
 CHECKER = ROOT / "tools" / "wheels_check_installed.py"
-PACKAGE_DIRS = {"ppp", "ppp_pool.egg-info"}
+PACKAGE_DIRS = {"ppp", "ppp_pool.egg-info", "PKG-INFO", "setup.cfg"}
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|deselected)")
 
 
@@ -102,19 +102,18 @@ def check_installed(vpy: Path, cwd: Path, backend: str) -> dict[str, Any]:
 
 
 def copy_project(into: Path) -> None:
-    """The checkout without its ``ppp/`` package: the suite, its pytest configuration and
-    what tests read (README examples, ``examples/``), so that ``import ppp`` can only
-    find the installed wheel.  Git-tracked files (a clean clone's), or all outside git."""
-    names = tracked(".")
-    if names is None:
-        ignore = shutil.ignore_patterns("ppp", "build", "dist", "wheelhouse", ".*", "__pycache__")
-        shutil.copytree(ROOT, into, ignore=ignore, dirs_exist_ok=True)
-        return
-    for name in names:
-        if name.split("/", 1)[0] in PACKAGE_DIRS or not (ROOT / name).is_file():
-            continue
-        (into / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, into / name)
+    """The sdist's files without its ``ppp/`` package: the suite, its pytest
+    configuration and what tests read (README examples, ``examples/``), so that
+    ``import ppp`` can only find the installed wheel.  Taken from the sdist the
+    wheels were built from (as cibuildwheel's ``test-sources`` are), so tests and
+    code are one snapshot even while the checkout moves on."""
+    top = extract_sdist(the_sdist(), into / "sdist")
+    for item in top.iterdir():
+        if item.name not in PACKAGE_DIRS:
+            shutil.move(str(item), str(into / item.name))
+    shutil.rmtree(into / "sdist")
+    if not (into / "tests" / "conftest.py").exists():
+        raise Failure(f"the sdist has no tests/conftest.py: fix MANIFEST.in ({into})")
 
 
 @dataclass
@@ -137,7 +136,8 @@ def run_suite(vpy: Path, cwd: Path, label: str, args: argparse.Namespace, **env:
     lines = proc.stdout.splitlines()
     header = next((ln for ln in lines if "BACKEND=" in ln), "")
     where = re.search(r"BACKEND=(\w+) \((.*)\)", header)
-    if not where or cwd.resolve() not in Path(where.group(2)).resolve().parents:
+    quiet = any(a in ("-q", "--quiet", "-qq") for a in shlex.split(args.pytest_args))
+    if where is None and not quiet or where and cwd not in Path(where.group(2)).parents:
         raise Failure(f"{label}: the suite did not test the installed package: {header!r}")
     tail = next((ln for ln in reversed(lines) if SUMMARY.search(ln)), "")
     counts = {what: int(n) for n, what in SUMMARY.findall(tail)}
@@ -153,7 +153,7 @@ def run_suite(vpy: Path, cwd: Path, label: str, args: argparse.Namespace, **env:
 def check_typing(vpy: Path, version: str, tmp: Path, mypy_python: Path) -> None:
     """Run the typed sample, then ``mypy --strict`` on it against the wheel's site-packages."""
     sample_dir = tmp / "typing"
-    shutil.copytree(ROOT / "tests" / "typing", sample_dir, ignore=shutil.ignore_patterns("__*"))
+    shutil.copytree(tmp / "tests" / "typing", sample_dir, ignore=shutil.ignore_patterns("__*"))
     samples = sorted(p.name for p in sample_dir.glob("*.py"))
     for sample in samples:
         run([vpy, sample], cwd=sample_dir, env=clean_env())

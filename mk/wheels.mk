@@ -30,13 +30,13 @@ wheels: $(STAMP) $(WHEELS_TOOLS_STAMP)
 wheels-test: $(STAMP) $(WHEELS_TOOLS_STAMP)
 	@rc=0; \
 	$(WHEELS_TPY) tools/wheels_test.py binary --pythons $(WHEEL_PYTHONS) \
-		--mypy $(VPY) --pytest-args "$(WHEELS_PYTEST_ARGS)" || rc=1; \
+		--mypy $(VPY) --pytest-args="$(WHEELS_PYTEST_ARGS)" || rc=1; \
 	$(MAKE) --no-print-directory wheels-pure || rc=1; \
 	$(MAKE) --no-print-directory wheels-config || rc=1; \
 	exit $$rc
 
 wheels-pure: $(STAMP) $(WHEELS_TOOLS_STAMP)
-	$(WHEELS_TPY) tools/wheels_test.py pure --pytest-args "$(WHEELS_PYTEST_ARGS)"
+	$(WHEELS_TPY) tools/wheels_test.py pure --pytest-args="$(WHEELS_PYTEST_ARGS)"
 
 wheels-clean:
 	rm -rf dist wheelhouse build/wheels .venv-wheels

@@ -23,6 +23,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cython`` need the compiled twin: with PPP_NO_EXTENSIONS set (a
+    pure install, or leg 2) they skip; otherwise a missing extension is an error."""
+    if not extensions_disabled():
+        return
+    skip = pytest.mark.skip(reason="PPP_NO_EXTENSIONS is set: compiled twin not under test")
+    for item in items:
+        if "cython" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(
     scope="session",
     params=[pytest.param("cython", marks=pytest.mark.cython), "python"],

@@ -85,6 +85,7 @@ def check_outcomes(proc: subprocess.CompletedProcess[str], data: dict[str, Any])
     assert outcomes["ppp-forget"]["backend"] == "cython"
 
 
+@pytest.mark.cython  # its first variant runs the compiled twin
 def test_demo_on_sqlite(tmp_path: Path) -> None:
     proc, data = run_demo(tmp_path, "--sqlite-dir", str(tmp_path / "db"))
     assert data["database"].startswith("SQLite")
@@ -111,6 +112,7 @@ def postgres_or_skip() -> None:
         pytest.skip(message)
 
 
+@pytest.mark.cython  # its first variant runs the compiled twin
 def test_demo_on_postgres(tmp_path: Path) -> None:
     """With --dsn: the psycopg_pool variant joins, and pg_stat_activity agrees."""
     postgres_or_skip()

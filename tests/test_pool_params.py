@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from ppp import _pool, _pool_py
-
 HOOKS = ["opener", "getter", "retter", "closer", "health", "stats", "tracer", "clock"]
 
 
@@ -104,7 +102,10 @@ def public_names(cls: type) -> set[str]:
     return {name for name in dir(cls) if not name.startswith("_")}
 
 
+@pytest.mark.cython
 def test_twins_expose_the_same_public_api() -> None:
+    from ppp import _pool, _pool_py
+
     assert public_names(_pool.Pool) == public_names(_pool_py.Pool)
     for name in public_names(_pool_py.Pool) | {"__init__"}:
         py, cy = getattr(_pool_py.Pool, name), getattr(_pool.Pool, name)

@@ -19,7 +19,6 @@ State invariants, true whenever the pool's lock is free:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import itertools
 import json
@@ -181,21 +180,17 @@ def _describe(tracer: Callable[[Any], str], obj: Any) -> str:
 
 
 _PPP_DIR = os.path.dirname(os.path.abspath(__file__))
-_CONTEXTLIB = os.path.abspath(contextlib.__file__)
 
 
 def _caller_stack() -> list[tuple[Any, int]]:
     """The calling thread's stack as ``(code, line)`` pairs, outermost first, ending at
     the line that called into ppp (leak traces; formatted only when reported).
 
-    ppp's own frames (and ``contextlib``'s) are cut off the end: the compiled twin
+    ppp's own frames are cut off the end: the compiled twin
     adds no frames, so both twins record the same stack.  Walking frames costs a
     few microseconds where ``traceback.extract_stack`` cost a hundred."""
     frame: Any = sys._getframe(1)
-    while frame is not None and (
-        os.path.dirname(frame.f_code.co_filename) == _PPP_DIR
-        or frame.f_code.co_filename == _CONTEXTLIB
-    ):
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PPP_DIR:
         frame = frame.f_back
     frames = []
     while frame is not None:

@@ -221,30 +221,29 @@ class _ScopeLocal:
         del values[name]
 
 
+# scope -> (module whose ``local`` holds one object per greenlet, package to install)
+_GREEN_LOCALS = {
+    Scope.GEVENT: ("gevent.local", "gevent"),
+    Scope.EVENTLET: ("eventlet.corolocal", "eventlet"),
+}
+
+
 def _make_local(scope: Scope) -> Any:
     """The local that holds one object per ``scope``."""
     if scope is Scope.THREAD:
         return threading.local()
     if scope is Scope.VERSATILE:
         return _ScopeLocal()
-    if scope is Scope.GEVENT:
+    if scope in _GREEN_LOCALS:
+        module, package = _GREEN_LOCALS[scope]
         try:
-            gevent_local = importlib.import_module("gevent.local").local
+            green_local = importlib.import_module(module).local
         except ImportError as exc:
             raise ProxyException(
-                "Proxy scope GEVENT needs the gevent package, which is not installed "
-                "(pip install gevent)"
+                f"Proxy scope {scope.name} needs the {package} package, which is not "
+                f"installed (pip install {package})"
             ) from exc
-        return gevent_local()
-    if scope is Scope.EVENTLET:
-        try:
-            eventlet_local = importlib.import_module("eventlet.corolocal").local
-        except ImportError as exc:
-            raise ProxyException(
-                "Proxy scope EVENTLET needs the eventlet package, which is not installed "
-                "(pip install eventlet)"
-            ) from exc
-        return eventlet_local()
+        return green_local()
     raise ProxyException(f"Proxy scope {scope.name} holds no per-scope object")  # pragma: no cover
 
 

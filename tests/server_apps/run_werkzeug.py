@@ -1,0 +1,35 @@
+"""Serve ``ppp_server_app`` with werkzeug's threaded server (a thread per
+request): ``run_werkzeug.py PORT``.
+
+SIGTERM becomes ``SystemExit`` in the main thread, which leaves
+``serve_forever``; the listening socket is closed and the pools are shut down
+before the process exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+import ppp_server_app
+from werkzeug.serving import make_server
+
+
+def stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    server = make_server("127.0.0.1", port, ppp_server_app.app, threaded=True)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        ppp_server_app.shutdown_pools()
+
+
+if __name__ == "__main__":
+    main()

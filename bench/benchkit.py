@@ -62,6 +62,16 @@ GROUPS["proxy-churn"] = (
     "2,000 short threads (16 alive at most) reading through Proxy(fun, max_size=16)",
     "µs per thread",
 )
+GROUPS["sqlalchemy-pair"] = (
+    "SQLAlchemy `pool.connect()` + `close()`, 1 thread, pool_size=8: PPPPool vs QueuePool",
+    "ns per checkout+checkin",
+)
+for _n in (8, 32):
+    GROUPS[f"sqlalchemy-contended-{_n}"] = (
+        f"{_n} threads on a SQLAlchemy pool of {_n // 2}, CPU work between checkout and "
+        "checkin: PPPPool vs QueuePool",
+        "ns wall per pair (all threads)",
+    )
 
 
 def tag(

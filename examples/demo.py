@@ -57,6 +57,8 @@ VARIANTS = {
         Variant("per-request", "per-request", False, None, about="new connection per request"),
         Variant("psycopg_pool", "psycopg_pool", False, None, True, "psycopg_pool.ConnectionPool"),
         Variant("ppp-forget", "ppp-forget", False, "cython", about="handlers never _ret_obj()"),
+        Variant("sqla-ppp", "sqlalchemy-ppp", False, "cython", about="Core on PPPPool"),
+        Variant("sqla-queuepool", "sqlalchemy-queuepool", False, None, about="Core on QueuePool"),
     )
 }
 
@@ -339,7 +341,8 @@ def run_variant(variant: Variant, database: DemoDatabase, args: argparse.Namespa
             time.sleep(0.05)
         if left:
             out.problems.append(f"{left} PostgreSQL session(s) still open after the server exit")
-    if variant.server in ("ppp", "ppp-forget", "psycopg_pool") and out.opened > args.pool_size:
+    pools = ("ppp", "ppp-forget", "psycopg_pool", "sqlalchemy-ppp", "sqlalchemy-queuepool")
+    if variant.server in pools and out.opened > args.pool_size:
         out.problems.append(f"{out.opened} connections opened > pool size {args.pool_size}")
     if out.errors:
         out.problems.append(f"{out.errors} request(s) failed")

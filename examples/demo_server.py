@@ -18,6 +18,10 @@ Variants (``--variant``):
   teardown.
 - ``psycopg_pool``: baseline on PostgreSQL, ``psycopg_pool.ConnectionPool``,
   connection returned at teardown.
+- ``sqlalchemy-ppp`` and ``sqlalchemy-queuepool``: SQLAlchemy Core, an Engine
+  on ``ppp.sqlalchemy.PPPPool`` or on SQLAlchemy's ``QueuePool`` (pool size
+  ``--pool-size``, no overflow); a request's connection is checked out at its
+  first query and closed at teardown.
 
 When ready it prints ``serving http://127.0.0.1:PORT backend=...``; it serves
 until SIGTERM or SIGINT, then closes its pool and prints a last JSON line with
@@ -44,7 +48,14 @@ from flask import Flask, Response, g, jsonify
 
 import ppp
 
-VARIANTS = ("ppp", "ppp-forget", "per-request", "psycopg_pool")
+VARIANTS = (
+    "ppp",
+    "ppp-forget",
+    "per-request",
+    "psycopg_pool",
+    "sqlalchemy-ppp",
+    "sqlalchemy-queuepool",
+)
 
 db = ppp.Proxy()  # module level: handlers import it before it is set up
 
@@ -236,6 +247,41 @@ class PsycopgPool(PerRequest):
         self.pool.close()
 
 
+class SQLAlchemyCore(PerRequest):
+    """SQLAlchemy Core on an Engine whose pool is ppp's ``PPPPool`` or ``QueuePool``;
+    connections come from the demo's own ``connect`` (``creator``), so they are counted."""
+
+    def __init__(self, database: Database, size: int, on_ppp: bool) -> None:
+        super().__init__(database)
+        import sqlalchemy as sa
+        from sqlalchemy.pool import QueuePool
+
+        from ppp.sqlalchemy import PPPPool
+
+        url = "postgresql+psycopg://" if isinstance(database, PostgresDatabase) else "sqlite://"
+        self.on_ppp = on_ppp
+        self.engine = sa.create_engine(
+            url,
+            creator=database.connect,
+            poolclass=PPPPool if on_ppp else QueuePool,
+            pool_size=size,
+            max_overflow=0,
+            pool_timeout=30,
+        )
+
+    def execute(self, query: str, args: Any = ()) -> Any:
+        if "conn" not in g:
+            g.conn = self.engine.connect()
+        return g.conn.exec_driver_sql(query, args)
+
+    def stats(self) -> dict[str, Any] | None:
+        pool: Any = self.engine.pool
+        return pool.ppp_stats() if self.on_ppp else {"status": pool.status()}  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 # ------------------------------------------------------------------ the app
 
 
@@ -257,11 +303,13 @@ def init_app(app: Flask) -> None:
             app.teardown_request(lambda exc: db._ret_obj())
         # ppp-forget: no teardown; the thread's end gives the connection back
     else:
-        baseline = (
-            PsycopgPool(database, app.config["POOL_SIZE"])  # type: ignore[arg-type]
-            if variant == "psycopg_pool"
-            else PerRequest(database)
-        )
+        baseline: PerRequest
+        if variant == "psycopg_pool":
+            baseline = PsycopgPool(database, app.config["POOL_SIZE"])  # type: ignore[arg-type]
+        elif variant.startswith("sqlalchemy-"):
+            baseline = SQLAlchemyCore(database, app.config["POOL_SIZE"], variant.endswith("-ppp"))
+        else:
+            baseline = PerRequest(database)
         db.set_obj(baseline)
         app.teardown_request(baseline.teardown)
 

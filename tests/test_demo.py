@@ -26,7 +26,7 @@ EXAMPLES = ROOT / "examples"
 PG_DSN = os.environ.get(
     "PPP_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
 )
-POOLED = ("ppp-compiled", "ppp-pure", "ppp-forget", "psycopg_pool")
+POOLED = ("ppp-compiled", "ppp-pure", "ppp-forget", "psycopg_pool", "sqla-ppp", "sqla-queuepool")
 
 
 def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -94,6 +94,8 @@ def test_demo_on_sqlite(tmp_path: Path) -> None:
         "ppp-pure",
         "per-request",
         "ppp-forget",
+        "sqla-ppp",
+        "sqla-queuepool",
     ]
     check_outcomes(proc, data)
     assert "pg peak" not in proc.stdout
@@ -119,7 +121,15 @@ def test_demo_on_postgres(tmp_path: Path) -> None:
     proc, data = run_demo(tmp_path, "--dsn", PG_DSN)
     assert data["database"].startswith("PostgreSQL")
     names = [o["variant"] for o in data["outcomes"]]
-    assert names == ["ppp-compiled", "ppp-pure", "per-request", "psycopg_pool", "ppp-forget"]
+    assert names == [
+        "ppp-compiled",
+        "ppp-pure",
+        "per-request",
+        "psycopg_pool",
+        "ppp-forget",
+        "sqla-ppp",
+        "sqla-queuepool",
+    ]
     check_outcomes(proc, data)
     for o in data["outcomes"]:
         if o["variant"] in POOLED:

@@ -1,0 +1,453 @@
+"""Interrupts anywhere in a pool operation leave the pool consistent (SPEC §5, issue 11).
+
+Three ways to interrupt, on both twins:
+
+- **Injection at every point.**  Each operation (``get`` on the hot path, ``get``
+  served by another thread's ``ret``, ``get(0)`` on a full pool, ``get`` that
+  creates, ``ret`` with and without ``retter`` and to a waiter, ``obj()``,
+  ``discard``, ``shutdown``, a housekeeping round, ``stats()`` and a pooled
+  Proxy) runs again and again on a fresh pool; run ``k`` raises
+  ``KeyboardInterrupt`` at the ``k``-th point, for ``k = 1, 2, ...`` until the
+  operation completes untouched.  The points are: every ``line`` event in ppp's
+  Python files (``sys.settrace``); every ``sys.setprofile`` event outside the
+  tests (any place where Python code runs, C calls from Python included: the
+  compiled twin's locked regions must have none); every call of the pool's
+  ``clock`` (the only Python code the compiled twin may call under its lock).
+  After each run :func:`invariants.check_pool` holds, and the interrupted call
+  raised the ``KeyboardInterrupt``.
+- **Real signals.**  ``setitimer`` fires every 0.5-1 ms for 2 s while the main
+  thread loops on an operation; its handler raises ``KeyboardInterrupt``.  Run in
+  a subprocess, so that a pool that deadlocks its own thread shows as a stack
+  dump and a failure instead of hanging the test session.
+- **Asynchronous exceptions.**  ``PyThreadState_SetAsyncExc`` throws
+  ``KeyboardInterrupt`` into 8 threads hammering the pool at a 1 µs switch
+  interval, round after round.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType, ModuleType
+from typing import Any
+
+import pytest
+from invariants import WEDGED, Hang, Maker, Res, call_with_deadline, check_pool, wait_for
+
+import ppp
+from ppp import TimeOut
+
+PPP_DIR = os.path.dirname(os.path.abspath(ppp.__file__))
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+#: the Python files whose lines are injection points (trace mode)
+TRACED = frozenset(
+    os.path.join(PPP_DIR, name)
+    for name in ("_pool_py.py", "_common.py", "proxy.py", "_proxy_py.py")
+)
+K_MAX = 20_000  # more points than any operation has: a runaway loop is a failure
+MAX_FAILURES = 8  # failures collected per operation before giving up
+MAX_HANGS = 2  # a wedged pool costs a deadline: stop after this many
+INJECT_DEADLINE = 3.0  # seconds a stats() may take from another thread after a run
+WAITER_TIMEOUT = 5.0  # a helper waiting in get: served at once unless the pool is broken
+
+
+# ------------------------------------------------------------------ injectors
+
+
+class Injector:
+    """Raise ``KeyboardInterrupt`` at the ``k``-th injection point of the armed thread."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.count = 0
+        self.fired: str | None = None  # where it raised
+
+    def hit(self, where: Callable[[], str]) -> None:
+        self.count += 1
+        if self.count == self.k and self.fired is None:
+            self.fired = where()
+            raise KeyboardInterrupt(f"injected at {self.fired}")
+
+    def __enter__(self) -> Injector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _where(frame: FrameType, event: str = "line") -> str:
+    code = frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({event} in {code.co_name})"
+
+
+class TraceInjector(Injector):
+    """Every ``line`` event in ppp's Python files (frames of other files untraced)."""
+
+    def _local(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line":
+            self.hit(lambda: _where(frame))
+        return self._local
+
+    def _global(self, frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code.co_filename in TRACED:
+            return self._local
+        return None
+
+    def __enter__(self) -> Injector:
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.settrace(None)
+
+
+class ProfileInjector(Injector):
+    """Every profile event (call, return, C call and return) outside the tests: any
+    point where Python code runs or a C function is called from Python."""
+
+    def _profile(self, frame: FrameType, event: str, arg: object) -> None:
+        if frame.f_code.co_filename.startswith(TESTS_DIR):
+            return  # the test's own code (and hooks: user code) is not the pool's
+        if event.startswith("c_"):
+            name = getattr(arg, "__qualname__", repr(arg))
+            self.hit(lambda: _where(frame, f"{event} {name}"))
+        else:
+            self.hit(lambda: _where(frame, event))
+
+    def __enter__(self) -> Injector:
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+
+
+class ArmedClock:
+    """The pool's ``clock=``: a fake monotonic clock that, once armed, raises
+    ``KeyboardInterrupt`` on its ``k``-th call in the armed thread."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.injector: Injector | None = None
+        self.thread = 0
+
+    def __call__(self) -> float:
+        inj = self.injector
+        if inj is not None and threading.get_ident() == self.thread:
+            frame = sys._getframe(1)
+            inj.hit(lambda: _where(frame, "clock call from"))
+        return self.now
+
+
+class ClockInjector(Injector):
+    def __init__(self, k: int, clock: ArmedClock) -> None:
+        super().__init__(k)
+        self.clock = clock
+
+    def __enter__(self) -> Injector:
+        self.clock.thread = threading.get_ident()
+        self.clock.injector = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.injector = None
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+@dataclass
+class Run:
+    """One run of one operation on a fresh pool."""
+
+    Pool: Any
+    backend: ModuleType
+    maker: Maker = field(default_factory=Maker)
+    clock: ArmedClock = field(default_factory=ArmedClock)
+    pool: Any = None
+    proxy: Any = None
+    mine: list[Any] = field(default_factory=list)  # objects the test may hold
+    box: list[Any] = field(default_factory=list)  # filled by the operation itself
+    result: Any = None
+    helpers: list[threading.Thread] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # from helper threads
+    op_done: threading.Event = field(default_factory=threading.Event)
+
+    def make(self, **kwargs: Any) -> Any:
+        params: dict[str, Any] = dict(
+            max_size=2,
+            min_size=1,
+            closer=self.maker.closer,
+            clock=self.clock,
+            max_using_delay=1000.0,  # timed: the clock is read on get and ret
+            delay=1e10,  # the housekeeper never runs a round by itself
+        )
+        params.update(kwargs)
+        self.pool = self.Pool(self.maker.fun, **params)
+        return self.pool
+
+    def helper(self, target: Callable[[], None], name: str) -> None:
+        def body() -> None:
+            try:
+                target()
+            except BaseException as exc:  # reported by the main thread
+                self.problems.append(f"{name}: {exc!r}")
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        self.helpers.append(thread)
+        thread.start()
+
+    def nwaiting(self) -> int:
+        return int(self.pool.stats()["nwaiting"])
+
+
+@dataclass
+class Scenario:
+    setup: Callable[[Run], None]
+    op: Callable[[Run], Any]
+    #: the operation may legitimately swallow the interrupt (housekeeping logs it)
+    may_swallow: bool = False
+    #: exceptions that count as a normal completion of the operation
+    normal: tuple[type[BaseException], ...] = ()
+
+
+def _setup_idle(run: Run) -> None:
+    run.make()
+
+
+def _setup_empty(run: Run) -> None:
+    run.make(min_size=0)
+
+
+def _setup_full(run: Run) -> None:
+    run.make(max_size=1)
+    run.mine.append(run.pool.get())
+
+
+def _setup_held(run: Run, **kwargs: Any) -> None:
+    run.make(**kwargs)
+    run.mine.append(run.pool.get())
+
+
+def _setup_wait_served(run: Run) -> None:
+    """The test holds the only object; a helper gives it back once the operation
+    (a get) waits, or once the operation is over."""
+    run.make(max_size=1)
+    obj = run.pool.get()
+    run.mine.append(obj)
+
+    def giver() -> None:
+        while not run.op_done.is_set() and run.nwaiting() == 0:
+            time.sleep(0.0005)
+        run.mine.remove(obj)
+        run.pool.ret(obj)
+
+    run.helper(giver, "giver")
+
+
+def _setup_ret_to_waiter(run: Run) -> None:
+    """The test holds the only object and a helper waits for it."""
+    run.make(max_size=1)
+    run.mine.append(run.pool.get())
+
+    def waiter() -> None:
+        try:
+            obj = run.pool.get(WAITER_TIMEOUT)
+        except TimeOut:
+            run.problems.append("the waiter was never served (object lost or idle)")
+            return
+        run.pool.ret(obj)
+
+    run.helper(waiter, "waiter")
+    wait_for(lambda: run.nwaiting() == 1, "the helper waiting")
+
+
+def _setup_hk(run: Run) -> None:
+    """Four objects: #3 held for long (killed), #0 and #1 idle for long (expired),
+    #2 idle and unhealthy (retired, then replaced by a fresh one)."""
+    run.make(
+        max_size=4,
+        min_size=1,
+        max_avail_delay=10.0,
+        max_using_delay=50.0,
+        max_using_delay_kill=100.0,
+        health=lambda obj: obj.n != 2,
+    )
+    objs = [run.pool.get() for _ in range(4)]
+    for obj in objs[:3]:
+        run.pool.ret(obj)
+    run.mine.append(objs[3])
+    run.clock.now += 120.0
+
+
+def _setup_proxy(run: Run) -> None:
+    from ppp.proxy import _for_twin
+
+    proxy_class = _for_twin(run.backend)
+    run.proxy = proxy_class(
+        fun=run.maker.fun,
+        max_size=2,
+        min_size=1,
+        closer=run.maker.closer,
+        clock=run.clock,
+        max_using_delay=1000.0,
+        delay=1e10,
+    )
+    run.proxy._get_obj()
+    run.proxy._ret_obj()
+    run.pool = run.proxy._pool
+
+
+def _op_obj(run: Run) -> None:
+    with run.pool.obj() as obj:
+        run.box.append(obj)
+
+
+def _op_proxy(run: Run) -> Any:
+    value = run.proxy.value
+    run.proxy._ret_obj()
+    return value
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "get_hot": Scenario(_setup_idle, lambda r: r.pool.get()),
+    "get_create": Scenario(_setup_empty, lambda r: r.pool.get()),
+    "get0_full": Scenario(_setup_full, lambda r: r.pool.get(0), normal=(TimeOut,)),
+    "get_wait_timeout": Scenario(_setup_full, lambda r: r.pool.get(0.005), normal=(TimeOut,)),
+    "get_wait_served": Scenario(_setup_wait_served, lambda r: r.pool.get(10.0)),
+    "ret": Scenario(_setup_held, lambda r: r.pool.ret(r.mine[0])),
+    "ret_retter": Scenario(
+        lambda r: _setup_held(r, retter=lambda obj: None), lambda r: r.pool.ret(r.mine[0])
+    ),
+    "ret_to_waiter": Scenario(_setup_ret_to_waiter, lambda r: r.pool.ret(r.mine[0])),
+    "obj": Scenario(_setup_idle, _op_obj),
+    "discard": Scenario(_setup_held, lambda r: r.pool.discard(r.mine[0])),
+    "shutdown": Scenario(
+        lambda r: _setup_held(r, max_size=3, min_size=3), lambda r: r.pool.shutdown()
+    ),
+    "hk_round": Scenario(_setup_hk, lambda r: r.pool._hk_round(), may_swallow=True),
+    "stats": Scenario(_setup_held, lambda r: str(r.pool)),
+    "proxy": Scenario(_setup_proxy, _op_proxy),
+}
+
+GET_OPS = {"get_hot", "get_create", "get0_full", "get_wait_timeout", "get_wait_served"}
+
+
+def _finish(run: Run, name: str, outcome: str, dump: bool) -> None:
+    """After the operation: settle the helpers, work out what the test still
+    holds, give back what it may, and check every invariant."""
+    run.op_done.set()
+    if name == "ret_to_waiter" and run.mine:
+        # the interrupted ret did not take effect if the object is still in use
+        # and the helper still waits: give it back now, so that the helper ends
+        stats = call_with_deadline(run.pool.stats, "stats()", INJECT_DEADLINE, dump)
+        if stats["nwaiting"] == 1 and run.mine[0].n in {i["n"] for i in stats["using"]}:
+            run.pool.ret(run.mine.pop())
+    for thread in run.helpers:
+        thread.join(WAITER_TIMEOUT + INJECT_DEADLINE)
+    pool = run.pool
+    if run.proxy is not None:
+        call_with_deadline(run.proxy._ret_obj, "Proxy._ret_obj()", INJECT_DEADLINE, dump)
+    assert not run.problems, "; ".join(run.problems)
+    held: list[Any] = []
+    if outcome == "completed" and name in GET_OPS and isinstance(run.result, Res):
+        held.append(run.result)
+    if outcome == "completed" and name == "proxy":
+        pass  # returned by _op_proxy itself
+    # objects the test had (or an interrupted ret/discard/obj() may not have taken):
+    # the pool's own count decides whether the test still holds them
+    stats = call_with_deadline(pool.stats, "stats()", INJECT_DEADLINE, dump)
+    using = {item["n"] for item in stats["using"]}
+    for obj in run.mine + run.box:
+        if obj.n in using and all(obj is not h for h in held):
+            held.append(obj)
+    if stats["shutdown"]:
+        for obj in held:
+            pool.ret(obj)  # returned after shutdown: closed
+        held = []
+        assert all(o.closed for o in run.mine), (
+            f"returned after shutdown but not closed: {run.mine}"
+        )
+    check_pool(
+        pool, held, run.maker, usable=not stats["shutdown"], deadline=INJECT_DEADLINE, dump=dump
+    )
+    for obj in held:
+        pool.ret(obj)
+
+
+def _cleanup(run: Run) -> None:
+    try:
+        run.pool.shutdown()
+    except BaseException:  # pragma: no cover - reported by the checks already
+        pass
+
+
+def inject(Pool: Any, backend: ModuleType, name: str, mode: str) -> list[str]:
+    """Run scenario ``name`` with an interrupt at point k = 1, 2, ...; return failures."""
+    scenario = SCENARIOS[name]
+    failures: list[str] = []
+    hangs = 0
+    for k in itertools.count(1):
+        assert k <= K_MAX, f"{name}: more than {K_MAX} injection points (runaway?)"
+        run = Run(Pool, backend)
+        scenario.setup(run)
+        injector: Injector
+        if mode == "trace":
+            injector = TraceInjector(k)
+        elif mode == "profile":
+            injector = ProfileInjector(k)
+        else:
+            injector = ClockInjector(k, run.clock)
+        outcome = "completed"
+        try:
+            try:
+                with injector:
+                    run.result = scenario.op(run)
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+            except scenario.normal:
+                pass
+        except BaseException as exc:
+            outcome = f"raised {exc!r}"
+        where = injector.fired
+        label = f"k={k} at {where}" if where else f"k={k} (no injection)"
+        try:
+            if where is None and outcome != "completed":
+                raise AssertionError(f"the operation failed without injection: {outcome}")
+            swallowed = outcome == "completed" and scenario.may_swallow
+            if where is not None and outcome != "interrupted" and not swallowed:
+                raise AssertionError(f"the interrupted call did not raise it: {outcome}")
+            _finish(run, name, outcome, dump=hangs == 0)
+        except Hang as exc:
+            WEDGED.append(run)
+            hangs += 1
+            failures.append(f"{label}: {exc}")
+        except AssertionError as exc:
+            failures.append(f"{label}: {exc}")
+            _cleanup(run)
+        else:
+            _cleanup(run)
+        if where is None or hangs >= MAX_HANGS or len(failures) >= MAX_FAILURES:
+            break
+    return failures
+
+
+@pytest.mark.parametrize("mode", ["trace", "profile", "clock"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_injected_interrupt(Pool: Any, backend: ModuleType, name: str, mode: str) -> None:
+    """KeyboardInterrupt at every injection point of one operation: the pool stays
+    consistent and the interrupted call raises it."""
+    faulthandler.dump_traceback_later(300, exit=False)
+    try:
+        failures = inject(Pool, backend, name, mode)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert not failures, (
+        f"{len(failures)} failing injection point(s) ({name}, {mode}):\n" + "\n".join(failures)
+    )

@@ -276,7 +276,7 @@ class SQLAlchemyCore(PerRequest):
 
     def stats(self) -> dict[str, Any] | None:
         pool: Any = self.engine.pool
-        return pool.ppp_stats() if self.on_ppp else {"status": pool.status()}  # type: ignore[no-any-return]
+        return pool.ppp_stats() if self.on_ppp else {"status": pool.status()}
 
     def close(self) -> None:
         self.engine.dispose()

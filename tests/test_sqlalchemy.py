@@ -831,6 +831,92 @@ def test_sa_connect_failure_frees_the_slot(make_pool: Callable[..., Any], Pool: 
         pool.dispose()
 
 
+def test_sa_checkout_disconnect_is_retried(make_pool: Callable[..., Any], creator: Creator) -> None:
+    """As test_pool's DisconnectionError in a checkout listener: SQLAlchemy invalidates
+    and reconnects the record in place; ppp still holds one object."""
+    pool = make_pool(pool_size=1, max_overflow=0)
+    fail = [1]
+
+    def checkout(dbapi: Any, rec: Any, proxy: Any) -> None:
+        if fail[0]:
+            fail[0] -= 1
+            raise exc.DisconnectionError("gone")
+
+    event.listen(pool, "checkout", checkout)
+    conn = pool.connect()
+    assert conn.dbapi_connection is creator.made[1] and creator.made[0].closed
+    conn.close()
+    assert pool.ppp_stats()["nobjs"] == 1 and pool.checkedin() == 1
+
+
+def test_sa_info_lives_with_the_connection(make_pool: Callable[..., Any]) -> None:
+    """As test_pool's info tests: ``info`` persists across checkouts, is cleared when
+    the connection is invalidated; ``record_info`` outlives the connection."""
+    pool = make_pool(pool_size=1, max_overflow=0)
+    conn = pool.connect()
+    conn.info["a"] = 1
+    conn.record_info["b"] = 2
+    conn.close()
+    conn = pool.connect()
+    assert conn.info == {"a": 1} and conn.record_info == {"b": 2}
+    conn.invalidate()
+    conn = pool.connect()
+    assert conn.info == {} and conn.record_info == {"b": 2}
+    conn.close()
+
+
+def test_sa_double_checkin_warns_and_counts_once(make_pool: Callable[..., Any]) -> None:
+    pool = make_pool(pool_size=1, max_overflow=0)
+    conn = pool.connect()
+    rec = conn._connection_record
+    conn.close()
+    with pytest.warns(exc.SAWarning, match="Double checkin"):
+        rec.checkin()
+    stats = pool.ppp_stats()
+    assert stats["nreturns"] == 1 and stats["nbad_returns"] == 0 and pool.checkedin() == 1
+
+
+def test_dispose_under_load(make_pool: Callable[..., Any], creator: Creator) -> None:
+    """Threads check out and in while the pool is disposed again and again: no
+    connection in two threads at once, no error, and in the end every connection
+    made is closed (idle ones at dispose, those in use when they came back)."""
+    pool = make_pool(pool_size=2, max_overflow=1, timeout=60)
+    owners: dict[int, int] = {}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(150):
+                conn = pool.connect()
+                key = id(conn.dbapi_connection)
+                with lock:
+                    assert key not in owners, "a connection in two threads"
+                    owners[key] = k
+                time.sleep(0)
+                with lock:
+                    del owners[key]
+                conn.close()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    disposals = 0
+    while any(t.is_alive() for t in threads):
+        pool.dispose()
+        disposals += 1
+        time.sleep(0.002)
+    for t in threads:
+        t.join()
+    done.set()
+    assert errors == [] and disposals > 1
+    pool.dispose()
+    assert all(c.closed for c in creator.made), sum(not c.closed for c in creator.made)
+
+
 # ------------------------------------------------------------------ ppp's own
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any
 
 from sqlalchemy import exc
@@ -103,6 +104,19 @@ OWN = {
     "retter": "use SQLAlchemy's 'checkin' or 'reset' pool event",
     "closer": "use SQLAlchemy's 'close' pool event",
 }
+
+
+_live: weakref.WeakSet[PPPPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A fork may have caught a pool's start lock held by another thread: renew it."""
+    for pool in list(_live):
+        pool._start_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Generation:
@@ -168,6 +182,7 @@ class PPPPool(_SAPool):
         self._options = self._wrap_hooks(options)
         self._start_lock = threading.Lock()
         self._gen: _Generation | None = None
+        _live.add(self)
         if not min_size:  # no connection is made: check ppp's parameters now
             self._gen = self._new_generation()
 
@@ -230,6 +245,8 @@ class PPPPool(_SAPool):
         """ppp's ``closer``: close a record ppp retired, unless SQLAlchemy still holds it."""
         r: Any = rec  # the bridge keeps _ppp_gen and _ppp_state on records
         gen: _Generation = r._ppp_gen
+        if gen.pid != _getpid():  # never close a connection a parent process made
+            return
         with gen.lock:
             state = r._ppp_state
             if state == _HELD:  # killed after max_using_delay_kill: closed when it comes back
@@ -238,8 +255,7 @@ class PPPPool(_SAPool):
             if state == _IDLE:
                 gen.idle -= 1
             r._ppp_state = _GONE
-        if gen.pid == _getpid():  # never close a connection a parent process made
-            rec.close()
+        rec.close()
 
     # ------------------------------------------------------------ SQLAlchemy's hooks
 

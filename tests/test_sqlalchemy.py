@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -484,22 +485,29 @@ def test_pool_dispose_moves_waiters_to_the_next_ppp_pool(engines: Engines) -> No
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("dispose", [True, False])
-def test_fork(pg_engines: Engines, pg_admin: PgAdmin, dispose: bool) -> None:
+@pytest.mark.parametrize("mode", ["dispose", "plain", "lock-held"])
+def test_fork(pg_engines: Engines, pg_admin: PgAdmin, mode: str) -> None:
     """In a forked child, with Engine.dispose(close=False) or without it, the engine
-    makes its own connection and never touches (nor closes) the parent's."""
+    makes its own connection and never touches (nor closes) the parent's, even when
+    the fork caught the pool's start lock held."""
     engine = pg_engines(pool_size=2, max_overflow=0)
     with engine.connect() as conn:
         parent_pid = backend_pid(conn)
     read, write = os.pipe()
+    held = mode == "lock-held"
+    if held:
+        engine.pool._start_lock.acquire()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
         child = os.fork()
+    if child != 0 and held:
+        engine.pool._start_lock.release()
     if child == 0:  # pragma: no cover - the child
         code = 1
         try:
+            signal.alarm(60)  # a hang (a lock the fork caught held) kills the child
             os.close(read)
-            if dispose:
+            if mode == "dispose":
                 engine.dispose(close=False)
             with engine.connect() as conn:
                 mine = backend_pid(conn)
@@ -1010,6 +1018,11 @@ def test_echo_pool_logs_under_sqlalchemy_pool(
     names = {r.name for r in caplog.records}
     assert "sqlalchemy.pool.impl.PPPPool.mine" in names
     assert any("Pool disposed" in r.getMessage() for r in caplog.records)
+
+
+def test_import_ppp_does_not_import_sqlalchemy() -> None:
+    code = "import sys, ppp; assert 'sqlalchemy' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 # ------------------------------------------------------------------ README

@@ -122,18 +122,19 @@ def test_failed_creation_passes_slot_to_next_waiter(Pool: Any) -> None:
 
     pool = Pool(fun, min_size=0, max_size=1, max_use=1)
     first = pool.get()
-    results: list[Any] = []
+    results: dict[str, Any] = {}  # by thread: the two may finish in either order
 
     def w() -> None:
+        name = threading.current_thread().name
         try:
-            results.append(pool.get())
+            results[name] = pool.get()
         except OSError as exc:
-            results.append(exc)
+            results[name] = exc
 
-    t1 = threading.Thread(target=w)
+    t1 = threading.Thread(target=w, name="t1")
     t1.start()
     wait_for(lambda: pool.stats()["nwaiting"] == 1)
-    t2 = threading.Thread(target=w)
+    t2 = threading.Thread(target=w, name="t2")
     t2.start()
     wait_for(lambda: pool.stats()["nwaiting"] == 2)
     pool.ret(first)  # retired: t1 creates #1 (blocks), t2 still waits
@@ -141,7 +142,7 @@ def test_failed_creation_passes_slot_to_next_waiter(Pool: Any) -> None:
     gate.set()  # #1 fails: the freed slot goes to t2, which creates #2
     t1.join(10)
     t2.join(10)
-    assert isinstance(results[0], OSError) and results[1] == [2]
+    assert isinstance(results["t1"], OSError) and results["t2"] == [2], results
     s = pool.stats()
     assert (s["nobjs"], s["npending"], s["nusing"]) == (1, 0, 1)
 

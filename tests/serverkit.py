@@ -456,6 +456,16 @@ def server_argv(
         return [python, str(APPS / "run_waitress.py"), "{port}", str(threads)]
     if kind == "werkzeug":
         return [python, str(APPS / "run_werkzeug.py"), "{port}"]
+    if kind == "waitress-cli":  # waitress's own command: no SIGTERM handler
+        return [
+            python,
+            "-m",
+            "waitress",
+            "--host=127.0.0.1",
+            "--port={port}",
+            f"--threads={threads}",
+            "ppp_server_app:app",
+        ]
     raise ValueError(f"unknown server kind {kind!r}")
 
 
@@ -490,6 +500,7 @@ def app_env(
         PPP_APP_TIMEOUT=str(timeout),
         PPP_APP_PREPARE=prepare,
         PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(APPS), os.environ.get("PYTHONPATH")) if p),
     )
     env.pop("PYTHONDEVMODE", None)
     return env

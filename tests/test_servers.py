@@ -174,6 +174,20 @@ def test_werkzeug(variant: str, table: sk.RowTable, tmp_path: Path) -> None:
     check(run("werkzeug", variant, table, tmp_path))
 
 
+def test_unclean_exit_is_seen(table: sk.RowTable, tmp_path: Path) -> None:
+    """Control for the "unexpected EOF" check of every test above: waitress's
+    own command line installs no SIGTERM handler, so the process dies at once
+    with the forgetful handlers' connections inside a transaction, and the
+    check must see PostgreSQL log it."""
+    need_module("waitress")
+    log = sk.pg_log_path()
+    need(f"the PostgreSQL log under /var/log/postgresql ({log})", log is not None)
+    r = sk.run_scenario(
+        "waitress-cli", "forget", table, tmp_path, threads=8, clients=16, seconds=2.0
+    )
+    assert r.eof_lines, r.summary()
+
+
 # ------------------------------------------------------------------ PgBouncer
 
 

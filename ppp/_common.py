@@ -1,30 +1,37 @@
-"""The cold parts of Pool, shared by both twins.
+"""The cold parts of Pool, shared by both twins: everything that runs outside the lock.
 
-Each twin (``_pool.pyx`` compiled, ``_pool_py.py`` pure) supplies the hot path:
-the lock (``_acquire``/``_release``), the clock (``_now``), ``get``, ``ret``,
-``_checkout`` and the per-object record type ``_Slot``.  Everything else --
-checking parameters, creating objects, waiting, housekeeping, health checks,
-shutdown and statistics -- is written once here, in :class:`PoolBase`, and works
-on the state that both twins lay out under the same attribute names.
+Each twin (``_pool.pyx`` compiled, ``_pool_py.py`` pure) holds every line that
+runs with the pool's lock held: the hot path (``get``, ``ret``) and the
+``_lk_*`` methods, each of which takes the lock, changes the state and releases
+it.  The compiled twin's are C that never calls back into Python; the pure
+twin's are written so that an interrupt cannot leave them half done.  This
+module holds the rest, written once: parameter checks, creating objects,
+waiting, hooks, housekeeping, health checks, shutdown, fork handling, logging
+and statistics formatting.  Nothing here runs with the lock held.
 
 State invariants, true whenever the pool's lock is free:
 
 - every object the pool holds has one ``_Slot`` in ``_slots`` (keyed by ``id``),
-  in state ``IDLE`` (then also in ``_avail``), ``USING`` or ``BORROWED``;
+  in state ``IDLE`` (then also in ``_avail``), ``USING`` or ``BORROWED`` (out for
+  a health check);
 - ``len(_slots) + _npending <= _max_size`` when ``_max_size > 0``
   (``_npending`` counts creations in flight);
 - threads wait in ``_waiters`` only while nothing is idle and the pool is full:
-  anything freed goes to the oldest waiter first (first come, first served).
+  anything freed goes to the oldest waiter first (first come, first served);
+- what a caller was granted is recorded in its ``Waiter`` ticket until the
+  caller has it, so an interrupt can give it back (``_lk_cancel``).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import itertools
 import json
 import logging
 import math
 import os
+import queue
 import sys
 import threading
 import time
@@ -33,37 +40,22 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import PoolException, TimeOut
 
 log = logging.getLogger("ppp")
 
 IDLE, USING, BORROWED = 0, 1, 2
+# what a locked step tells its caller (``_lk_take``, ``_lk_add``, ``_lk_ret``)
+GOT, CREATE, SHUT, FULL, QUEUED, GONE = range(6)
 WAIT_SAMPLES = 1024  # wait durations kept for the median and 95th percentile
+HEALTH_TIMEOUT = 5.0  # default bound on one health check
 
 _pool_ids = itertools.count(1)
 
 FunHook = Callable[[int], Any]
 PoolHook = Callable[[Any], Any]
-
-
-class Waiter:
-    """A thread blocked in ``get``; granted an object or a creation by another thread."""
-
-    __slots__ = ("create", "error", "lock", "since", "slot")
-
-    def __init__(self, since: float) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.since = since
-        self.slot: Any = None  # granted idle object (already checked out for us)
-        self.create = -1  # granted creation number
-        self.error: BaseException | None = None
-
-    @property
-    def granted(self) -> bool:
-        return self.slot is not None or self.create >= 0 or self.error is not None
 
 
 # ---------------------------------------------------------------- parameter checks
@@ -162,14 +154,100 @@ def _housekeeper(ref: weakref.ReferenceType[PoolBase], stop: threading.Event, de
     """Thread body: a round every ``delay`` seconds while the pool is alive and open.
 
     It holds the pool only through a weak reference, so a pool that nobody uses
-    any more can still be collected."""
+    any more can still be collected.  Nothing a hook raises stops it: a round that
+    fails (even with a BaseException) is logged and counted, and the next one runs."""
     forever = delay > threading.TIMEOUT_MAX  # longer than the OS can sleep: inf, 1e10...
     while not stop.wait(None if forever else delay):
         pool = ref()
-        if pool is None or pool._shutdown:
+        if pool is None or pool._shutdown or pool._stale():
             return
-        pool._hk_round()
+        try:
+            pool._hk_round()
+        except BaseException:  # a closer interrupted (re-raised after closing the rest)
+            try:
+                log.exception("pool %d: housekeeping round interrupted", pool._id)
+            except BaseException:  # pragma: no cover - logging itself interrupted
+                pass
         del pool
+
+
+# Objects a forked child inherited: kept alive for ever, because their finalizers
+# would act on what the parent still uses (libpq's sends "terminate" on the
+# parent's socket).  They are counted once per fork, never released.
+_inherited: list[Any] = []
+
+
+def _keep_forever(objs: list[Any]) -> None:
+    """Keep ``objs`` alive until the process ends, interpreter teardown included."""
+    _inherited.extend(objs)
+    if len(_inherited) == len(objs):  # first time: pin the list past module teardown
+        try:
+            import ctypes
+
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(_inherited))
+        except Exception:  # pragma: no cover - no ctypes: the module global must do
+            pass
+
+
+# Every pool alive, for closing idle objects at interpreter exit.
+_live: weakref.WeakSet[PoolBase] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for pool in list(_live):
+        try:
+            pool._close_idle()
+        except BaseException:  # never delay or break the exit
+            pass
+
+
+class _HealthRound:
+    """The health checks of one round, run by a thread of their own so that a check
+    that hangs can be given up: the housekeeper waits ``health_timeout`` for each
+    answer, then retires the object and goes on with a new runner."""
+
+    def __init__(self, pool: PoolBase, todo: deque[Any]) -> None:
+        self.pool = pool
+        self.todo = todo
+        self.ticks: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.current: tuple[Any, int] | None = None
+        self.abandoned = False
+
+    def run(self) -> None:
+        pool = self.pool
+        health: Any = pool._health
+        try:
+            while not self.abandoned:
+                try:
+                    slot = self.todo.popleft()
+                except IndexError:
+                    return
+                uses = pool._lk_borrow(slot)
+                if uses < 0:
+                    self.ticks.put(True)
+                    continue
+                self.current = (slot, uses)
+                error = False
+                try:
+                    healthy = bool(health(slot.obj))
+                except BaseException:  # interrupted or failed: the check failed
+                    log.exception(
+                        "pool %d: health check raised on %s", pool._id, pool._trace(slot.obj)
+                    )
+                    healthy, error = False, True
+                if self.abandoned:
+                    return  # given up on: the housekeeper retired the object
+                self.current = None
+                if pool._lk_health_done(slot, uses, healthy, error, pool._now_safe()):
+                    if not error:
+                        log.error(
+                            "pool %d: bad health, closing %s", pool._id, pool._trace(slot.obj)
+                        )
+                pool._close_pending()
+                self.ticks.put(True)
+        finally:
+            self.ticks.put(False)
 
 
 def _describe(tracer: Callable[[Any], str], obj: Any) -> str:
@@ -235,73 +313,82 @@ class PoolBase:
     """Thread-safe pool of expensive objects, created on demand by ``fun(n)``.
 
     See the README and SPEC for every parameter.  This class holds the code that
-    both twins share; the twins add the hot path on top of it.
+    both twins share, none of which runs with the lock held; the twins add the hot
+    path and the locked steps (``_lk_*``).
     """
 
     # provided by the twin
     _Slot: Any
+    _Waiter: Any
     _backend: str
 
-    # state laid out by new_state() (typed attributes in the compiled twin)
+    # the counters both twins keep (typed attributes in the compiled twin)
+    _COUNTERS = (
+        "_nusing",
+        "_npending",
+        "_ncreating",
+        "_ncreated",
+        "_nuses",
+        "_nreturns",
+        "_nbad_returns",
+        "_nborrows",
+        "_nkilled",
+        "_nrecycled",
+        "_nwornout",
+        "_nexpired",
+        "_ndiscarded",
+        "_ndestroys",
+        "_nhealth",
+        "_bad_health",
+        "_hk_rounds",
+        "_hk_errors",
+        "_hc_rounds",
+        "_hc_errors",
+        "_ntimeouts",
+        "_nwaits",
+        "_max_waiting",
+        "_nhealth_timeouts",
+    )
+
+    _shutdown: bool
     _slots: dict[int, Any]
     _avail: list[Any]
-    _waiters: deque[Waiter]
-    _wait_samples: list[float]
+    _waiters: deque[Any]
     _deferred: list[Any]
-    _wait_max: float
-    _shutdown: bool
-    _nusing: int
-    _npending: int
-    _ncreating: int
-    _ncreated: int
-    _nuses: int
-    _nreturns: int
-    _nbad_returns: int
-    _nborrows: int
-    _nkilled: int
-    _nrecycled: int
-    _nwornout: int
-    _nexpired: int
-    _ndiscarded: int
-    _ndestroys: int
-    _nhealth: int
-    _bad_health: int
-    _hk_rounds: int
-    _hk_errors: int
-    _hc_rounds: int
-    _hc_errors: int
-    _ntimeouts: int
-    _nwaits: int
-    _max_waiting: int
+    _closing: list[Any]
+    _pid: int
+    _forks: int
 
-    def _acquire(self) -> None:  # pragma: no cover - overridden by the twins
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the twins' locked steps (see ppp/_pool_py.py for their docs)
 
-    def _release(self) -> None:  # pragma: no cover - overridden by the twins
-        raise NotImplementedError
-
-    def _now(self) -> float:  # pragma: no cover - overridden by the twins
-        raise NotImplementedError
-
-    def _checkout(self, slot: Any) -> None:  # pragma: no cover - overridden by the twins
-        raise NotImplementedError
-
-    def _init_core(self) -> None:  # pragma: no cover - overridden by the twins
-        raise NotImplementedError
-
-    def _register(self, slot: Any) -> None:  # pragma: no cover - overridden by the twins
-        """Index a new slot by its object's identity (lock held)."""
-        raise NotImplementedError
-
-    def _unregister(self, slot: Any) -> None:  # pragma: no cover - overridden by the twins
-        """Drop a slot from the index (lock held)."""
-        raise NotImplementedError
-
-    def get(self, timeout: float | None = None) -> Any:  # pragma: no cover - the twins'
-        raise NotImplementedError
-
-    def ret(self, obj: Any) -> None:  # pragma: no cover - the twins'
-        raise NotImplementedError
+        def _init_core(self) -> None: ...
+        def _now(self) -> float: ...
+        def _stale(self) -> bool: ...
+        def get(self, timeout: float | None = None) -> Any: ...
+        def ret(self, obj: Any) -> None: ...
+        def _acquire(self) -> None: ...
+        def _release(self) -> None: ...
+        def _lk_take(self, ticket: Any, nowait: bool, now: float) -> int: ...
+        def _lk_timeout(self, ticket: Any) -> bool: ...
+        def _lk_cancel(self, ticket: Any, now: float) -> Any: ...
+        def _lk_add(self, ticket: Any, checkout: bool, now: float) -> int: ...
+        def _lk_reserve_fill(self, ticket: Any) -> bool: ...
+        def _lk_forget_if(self, slot: Any, state: int, uses: int, now: float) -> bool: ...
+        def _lk_discard(self, obj: Any, now: float) -> bool: ...
+        def _lk_bad_return(self) -> None: ...
+        def _lk_take_list(self, name: str) -> list[Any]: ...
+        def _lk_shutdown(self) -> None: ...
+        def _lk_drop_idle(self) -> None: ...
+        def _lk_scan(self, now: float) -> tuple[int, list[Any], list[Any]]: ...
+        def _lk_hk_done(self, failed: bool, elapsed: float) -> None: ...
+        def _lk_health_candidates(self) -> list[Any]: ...
+        def _lk_borrow(self, slot: Any) -> int: ...
+        def _lk_health_done(
+            self, slot: Any, uses: int, healthy: bool, error: bool, now: float
+        ) -> bool: ...
+        def _lk_stats(self) -> tuple[Any, ...]: ...
+        def _lk_reset(self) -> list[Any] | None: ...
+        def _lk_hung(self, slot: Any, uses: int, now: float) -> bool: ...
 
     def __init__(
         self,
@@ -327,6 +414,8 @@ class PoolBase:
         *,
         leak_trace: bool = False,
         clock: Callable[[], float] | None = None,
+        health_timeout: float | None = HEALTH_TIMEOUT,
+        after_fork: PoolHook | None = None,
     ) -> None:
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}: {fun!r}")
@@ -339,6 +428,7 @@ class PoolBase:
             ("stats", stats),
             ("tracer", tracer),
             ("clock", clock),
+            ("after_fork", after_fork),
         ):
             check_hook(name, hook)
         if clock is not None:
@@ -355,6 +445,9 @@ class PoolBase:
         max_using_delay_kill = check_delay("max_using_delay_kill", max_using_delay_kill)
         max_lifetime = check_delay("max_lifetime", max_lifetime)
         delay = check_delay("delay", delay)
+        health_timeout = check_timeout(health_timeout, "health_timeout")
+        if health_timeout == 0:
+            raise ValueError("health_timeout must be > 0 seconds (None: no bound), got 0")
         if not isinstance(leak_trace, bool):
             kind = type(leak_trace).__name__
             raise TypeError(f"leak_trace must be a bool, got {kind}: {leak_trace!r}")
@@ -395,17 +488,22 @@ class PoolBase:
         self._tracer = tracer or str
         self._leak_trace = leak_trace
         self._clock = clock
+        self._health_timeout = health_timeout
+        self._after_fork = after_fork
         self._timed = bool(max_avail_delay or self._max_using_delay_warn or max_lifetime)
         self._delay = derive_delay(
             delay, max_avail_delay, max_using_delay, max_using_delay_kill, max_lifetime, health
         )
-        self._hk_time = 0.0
-        self._hk_last = 0.0
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        _live.add(self)
         if werkzeug_skip():
             log.warning("PPP_WERKZEUG_WORKAROUND: no housekeeper and no initial fill here")
             return
+        self._start_housekeeper()
+        self._fill()
+
+    def _start_housekeeper(self) -> None:
         if self._delay:
             self._housekeeper = threading.Thread(
                 target=_housekeeper,
@@ -414,7 +512,6 @@ class PoolBase:
                 daemon=True,
             )
             self._housekeeper.start()
-        self._fill()
 
     # ------------------------------------------------------------ small helpers
 
@@ -422,11 +519,18 @@ class PoolBase:
         return _describe(self._tracer, obj)
 
     def _hook(self, name: str, hook: Callable[[Any], Any], obj: Any) -> None:
-        """Run a hook; its failure is logged, never raised."""
+        """Run a hook; its failure is logged, never raised (a BaseException is)."""
         try:
             hook(obj)
         except Exception:
             log.exception("pool %d: %s hook failed on %s", self._id, name, self._trace(obj))
+
+    def _now_safe(self) -> float:
+        """The clock, in a path that must not fail (an interrupt's clean-up)."""
+        try:
+            return self._now()
+        except BaseException:
+            return time.monotonic()
 
     def _after_get(self, slot: Any) -> Any:
         """Outside the lock, once ``slot`` is checked out: leak trace and getter."""
@@ -447,13 +551,8 @@ class PoolBase:
         SystemExit, gevent's Timeout or GreenletExit): the object's state is unknown, so
         it is retired (closer runs) and its slot freed, unless it moved on meanwhile
         (killed, or returned and taken again); the caller then re-raises."""
-        self._acquire()
-        live = slot.state == state and slot.uses == uses and self._slots.get(id(slot.obj)) is slot
-        if live:
-            self._forget(slot)
-        self._release()
-        if live:
-            self._close(slot.obj)
+        if self._lk_forget_if(slot, state, uses, self._now_safe()):
+            self._close_pending()
 
     def _close(self, obj: Any) -> None:
         """Run ``closer`` on an object the pool has already forgotten."""
@@ -461,100 +560,57 @@ class PoolBase:
             self._hook("closer", self._closer, obj)
 
     def _close_all(self, objs: list[Any]) -> None:
+        """Close every object, even when a closer is interrupted: the first
+        interrupt is re-raised once all are closed."""
+        interrupt: BaseException | None = None
         for obj in objs:
-            self._close(obj)
+            try:
+                self._close(obj)
+            except BaseException as exc:
+                if interrupt is None:
+                    interrupt = exc
+        if interrupt is not None:
+            try:
+                raise interrupt
+            finally:
+                interrupt = None
 
-    # ------------------------------------------- state changes (lock held)
+    def _close_pending(self) -> None:
+        """Close what the locked steps forgot (they queue it in ``_closing``)."""
+        if self._closing:
+            self._close_all(self._lk_take_list("_closing"))
 
-    def _reserve(self) -> int:
-        """Take a free slot for a creation; return its creation number."""
-        n: int = self._ncreating
-        self._ncreating += 1
-        self._npending += 1
-        return n
-
-    def _has_room(self) -> bool:
-        return not self._max_size or len(self._slots) + self._npending < self._max_size
-
-    def _put_idle(self, slot: Any) -> None:
-        """An object is free: to the oldest waiter, else on top of the idle stack."""
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            self._checkout(slot)
-            self._granted(waiter)
-            waiter.slot = slot
-            waiter.lock.release()
-        else:
-            slot.state = IDLE
-            self._avail.append(slot)
-
-    def _free_capacity(self) -> None:
-        """A slot is free: the oldest waiter may create an object in it."""
-        if self._waiters and self._has_room():
-            waiter = self._waiters.popleft()
-            self._granted(waiter)
-            waiter.create = self._reserve()
-            waiter.lock.release()
-
-    def _granted(self, waiter: Waiter) -> None:
-        samples = self._wait_samples
-        wait = self._now() - waiter.since
-        if len(samples) >= WAIT_SAMPLES:
-            del samples[: WAIT_SAMPLES // 2]
-        samples.append(wait)
-        if wait > self._wait_max:
-            self._wait_max = wait
-
-    def _forget(self, slot: Any) -> None:
-        """Drop an object from the pool (its slot is freed); ``closer`` runs later."""
-        self._unregister(slot)
-        if slot.state == USING:
-            self._nusing -= 1
-        slot.state = -1
-        self._ndestroys += 1
-        self._free_capacity()
-
-    def _retire(self, slot: Any) -> None:
-        """On return (lock held), once the twin found that the object must go: count
-        why (worn out, too old, or the pool is shut down) and forget it."""
-        if self._max_use and slot.uses >= self._max_use:
-            self._nwornout += 1
-        elif self._max_lifetime and self._now() - slot.created >= self._max_lifetime:
-            self._nexpired += 1
-        self._forget(slot)
+    def _after_ret(self, obj: Any, code: int) -> None:
+        """What ``ret`` does outside the lock once its locked step has run."""
+        if code == GONE:
+            self._close_pending()
+            self._fill()
+        elif code == SHUT:
+            self._warn_bad_return(obj)
+        elif self._deferred:
+            self._drain_deferred()
 
     def discard(self, obj: Any) -> None:
         """Retire an object now instead of returning it (a connection found broken):
         ``closer`` runs, its slot goes to the oldest waiter, ``min_size`` is refilled.
 
         Like ``ret``, it ignores with a warning an object the pool does not hold in use."""
-        self._acquire()
-        slot = self._slots.get(id(obj))
-        if slot is None or slot.state != USING:
-            self._release()
-            self._bad_return(obj)
+        if self._stale():
+            self._forked()
+        if not self._lk_discard(obj, self._now()):
+            self._warn_bad_return(obj)
             return
-        self._ndiscarded += 1
-        self._forget(slot)
-        self._release()
-        self._close(obj)
+        self._close_pending()
         self._fill()
 
     def _drain_deferred(self) -> None:
         """Do the returns a finalizer asked for while its thread held the lock
         (right after that thread releases it)."""
-        self._acquire()
-        objs = list(self._deferred)
-        self._deferred.clear()
-        self._release()
-        for obj in objs:
+        for obj in self._lk_take_list("_deferred"):
             self.ret(obj)
 
-    def _bad_return(self, obj: Any) -> None:
-        """``ret`` of an object the pool does not hold as in use: warn, change nothing."""
-        self._acquire()
-        self._nbad_returns += 1
-        self._release()
+    def _warn_bad_return(self, obj: Any) -> None:
+        """``ret`` of an object the pool does not hold as in use (counted already)."""
         log.warning(
             "pool %d: ignoring return of an object it does not hold in use "
             "(returned twice, killed after max_using_delay_kill, or foreign): %s",
@@ -564,144 +620,102 @@ class PoolBase:
 
     # ---------------------------------------------------------- creation
 
-    def _create(self, n: int, checkout: bool) -> Any:
-        """Create object number ``n`` outside the lock, in a slot already reserved.
-
-        With ``checkout`` the object goes to the caller (from ``get``), else it
-        becomes idle (filling).  A failure frees the slot and is raised."""
-        try:
-            obj = self._fun(n)
-        except BaseException:
-            self._acquire()
-            self._npending -= 1
-            self._free_capacity()
-            self._release()
-            raise
+    def _create(self, ticket: Any, checkout: bool) -> Any:
+        """Create object number ``ticket.create`` outside the lock, in a slot already
+        reserved; with ``checkout`` it goes to the caller, else it becomes idle.  On
+        any exception the caller hands the ticket to ``_cancel``, which frees the
+        slot and closes an object made but not pooled."""
+        n = ticket.create
+        ticket.obj = obj = self._fun(n)
+        if obj is None:
+            raise PoolException(
+                f"fun returned None (creation {n}): it must return the object to pool"
+            )
         if self._opener is not None:
-            try:
-                self._hook("opener", self._opener, obj)
-            except BaseException:  # interrupted (KeyboardInterrupt...): free the slot
-                self._acquire()
-                self._npending -= 1
-                self._free_capacity()
-                self._release()
-                self._close(obj)
-                raise
-        self._acquire()
-        self._npending -= 1
-        key = id(obj)
-        if key in self._slots:
-            self._free_capacity()
-            self._release()
+            self._hook("opener", self._opener, obj)
+        code = self._lk_add(ticket, checkout, self._now())
+        if code == GOT:
+            return self._after_get(ticket.slot)
+        if code == FULL:
             raise PoolException(
                 f"fun returned an object the pool already holds (creation {n}): "
                 f"{self._trace(obj)}; fun must create a new object on each call"
             )
-        slot = self._Slot(obj, n, self._now() if self._timed else 0.0)
-        self._register(slot)
-        self._ncreated += 1
-        if self._shutdown:
-            self._forget(slot)
-            self._release()
+        if code == GONE:
             self._close(obj)
             raise PoolException("pool was shut down while creating an object")
-        if checkout:
-            self._checkout(slot)
-            self._release()
-            return self._after_get(slot)
-        self._put_idle(slot)
-        self._release()
         return obj
+
+    def _cancel(self, ticket: Any) -> None:
+        """Give back what ``ticket`` holds (an interrupt or an error reached its
+        caller): retried if interrupted itself, then the leftovers are closed."""
+        obj = None
+        for _ in range(100):
+            try:
+                obj = self._lk_cancel(ticket, self._now_safe())
+                break
+            except BaseException:  # a second interrupt: the first one is re-raised
+                continue
+        self._close_pending()
+        if obj is not None:
+            self._close(obj)
 
     def _fill(self) -> None:
         """Create objects until ``min_size`` exist; failures are logged, not raised."""
         while True:
-            self._acquire()
-            if (
-                self._shutdown
-                or self._waiters
-                or len(self._slots) + self._npending >= self._min_size
-                or not self._has_room()
-            ):
-                self._release()
-                return
-            n = self._reserve()
-            self._release()
+            ticket = self._Waiter(False)
+            n = -1
             try:
-                self._create(n, checkout=False)
+                if not self._lk_reserve_fill(ticket):
+                    return
+                n = ticket.create
+                self._create(ticket, checkout=False)
             except Exception:
+                self._cancel(ticket)
                 log.exception("pool %d: creating object %d to fill min_size failed", self._id, n)
                 return
+            except BaseException:
+                self._cancel(ticket)
+                raise
 
     # ---------------------------------------------------------- waiting
 
     def _get_slow(self, timeout: float | None) -> Any:
-        """``get`` when nothing is idle; called with the lock held, releases it."""
-        if self._shutdown:
-            self._release()
-            raise PoolException(f"pool {self._id} is shut down")
-        if self._has_room() and not self._waiters:
-            n = self._reserve()
-            self._release()
-            return self._create(n, checkout=True)
+        """``get`` when no idle object was at hand (the lock is not held)."""
         if timeout is None:
             timeout = self._timeout
-        if timeout == 0:
-            self._ntimeouts += 1
-            self._release()
+        nowait = timeout == 0
+        ticket = self._Waiter(not nowait)
+        try:
+            code = self._lk_take(ticket, nowait, self._now())
+            if code == QUEUED:
+                code = self._wait(ticket, timeout)
+            if code == GOT:
+                return self._after_get(ticket.slot)
+            if code == CREATE:
+                return self._create(ticket, checkout=True)
+            if code == SHUT:
+                raise PoolException(f"pool {self._id} is shut down")
             raise TimeOut(
                 f"timeout after 0 seconds: pool {self._id} is full (max_size={self._max_size})"
             )
-        waiter = Waiter(self._now())
-        self._waiters.append(waiter)
-        self._nwaits += 1
-        if len(self._waiters) > self._max_waiting:
-            self._max_waiting = len(self._waiters)
-        self._release()
+        except BaseException:
+            self._cancel(ticket)
+            raise
+
+    def _wait(self, ticket: Any, timeout: float | None) -> int:
+        """Block until the ticket is granted an object (GOT) or a creation (CREATE)."""
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # longer than the OS can sleep (inf...): wait until served
-        try:
-            got = waiter.lock.acquire(True, -1 if timeout is None else timeout)
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        if not got:
-            self._acquire()
-            if not waiter.granted:
-                self._waiters.remove(waiter)
-                self._ntimeouts += 1
-                self._release()
+        if not ticket.lock.acquire(True, -1 if timeout is None else timeout):
+            if not self._lk_timeout(ticket):
                 raise TimeOut(
                     f"timeout after {timeout} seconds waiting for an object: "
                     f"pool {self._id} is full (max_size={self._max_size})"
                 )
-            self._release()
-        if waiter.error is not None:
-            raise waiter.error
-        if waiter.slot is not None:
-            return self._after_get(waiter.slot)
-        return self._create(waiter.create, checkout=True)
-
-    def _abandon(self, waiter: Waiter) -> None:
-        """A waiter interrupted (KeyboardInterrupt...): give back whatever it was granted."""
-        closing = None
-        self._acquire()
-        if waiter in self._waiters:
-            self._waiters.remove(waiter)
-        elif waiter.slot is not None:
-            slot = waiter.slot
-            if self._shutdown:
-                self._forget(slot)
-                closing = slot.obj
-            else:
-                self._nusing -= 1
-                self._put_idle(slot)
-        elif waiter.create >= 0:
-            self._npending -= 1
-            self._free_capacity()
-        self._release()
-        if closing is not None:
-            self._close(closing)
+        if ticket.error:
+            raise PoolException(f"pool {self._id} was shut down while waiting")
+        return GOT if ticket.slot is not None else CREATE
 
     # ---------------------------------------------------------- public API
 
@@ -719,101 +733,102 @@ class PoolBase:
         """Stop housekeeping, close idle objects, wake waiters with PoolException.
 
         Objects in use are closed when they come back; ``get`` raises from now on.
-        ``delay`` is how long to wait for the housekeeping thread to end."""
+        ``delay`` is how long to wait for the housekeeping thread to end.  Every idle
+        object is closed even when a closer raises or is interrupted (the interrupt
+        is re-raised after)."""
         delay = check_delay("delay", delay)
-        self._acquire()
-        self._shutdown = True
-        waiters = list(self._waiters)
-        self._waiters.clear()
-        for waiter in waiters:
-            waiter.error = PoolException(f"pool {self._id} was shut down while waiting")
-            waiter.lock.release()
-        idle = list(self._avail)
-        self._avail.clear()
-        for slot in idle:
-            self._forget(slot)
-        self._release()
+        if self._stale():
+            self._forked()
+        self._lk_shutdown()
         self._stop.set()
         thread = self._housekeeper
-        if delay and thread is not None and thread is not threading.current_thread():
-            thread.join(None if delay > threading.TIMEOUT_MAX else delay)
-            if thread.is_alive():
-                log.warning("pool %d: housekeeper still running after shutdown", self._id)
-        self._close_all([slot.obj for slot in idle])
+        try:
+            if delay and thread is not None and thread is not threading.current_thread():
+                thread.join(None if delay > threading.TIMEOUT_MAX else delay)
+                if thread.is_alive():
+                    log.warning("pool %d: housekeeper still running after shutdown", self._id)
+        finally:
+            self._close_pending()
+
+    def __delete__(self) -> None:
+        """ProxyPatternPool's name for closing the pool's objects: the same as
+        ``shutdown()`` (idle objects are closed now, those in use when returned)."""
+        self.shutdown()
+
+    def _close_idle(self) -> None:
+        """At interpreter exit or collection: close the idle objects (never one in
+        use).  In a forked child that never used the pool, the objects are the
+        parent's: they are kept, not closed."""
+        if self._stale():
+            inherited = self._lk_reset()
+            if inherited:
+                _keep_forever(inherited)
+            return
+        self._lk_drop_idle()
+        self._stop.set()
+        self._close_pending()
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "_stop", None) is not None and not self._shutdown:
+                self._close_idle()
+        except BaseException:  # a finalizer must not raise
+            pass
+
+    def __copy__(self) -> Any:
+        raise TypeError(f"a Pool cannot be copied: it owns its objects (pool {self._id})")
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise TypeError(f"a Pool cannot be copied: it owns its objects (pool {self._id})")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"a Pool cannot be pickled or copied: it owns its objects and threads (pool {self._id})"
+        )
+
+    # ---------------------------------------------------------- fork
+
+    def _forked(self) -> None:
+        """First use in a forked child: start again, forget the parent's objects
+        (never closed: their closer would end the parent's sessions), call
+        ``after_fork`` on each, restart housekeeping and refill ``min_size``."""
+        inherited = self._lk_reset()
+        if inherited is None:
+            return
+        _keep_forever(inherited)
+        self._stop = threading.Event()
+        self._housekeeper = None
+        if self._after_fork is not None:
+            for obj in inherited:
+                self._hook("after_fork", self._after_fork, obj)
+        if werkzeug_skip():
+            return
+        self._start_housekeeper()
+        self._fill()
 
     # ---------------------------------------------------------- housekeeping
 
     def _hk_round(self) -> None:
         """One housekeeping round: over-held objects, idle expiry, health, refill."""
+        if self._stale():
+            self._forked()
         start = time.perf_counter()
         failed = False
         try:
-            rounds = self._hk_scan()
+            rounds, long_held, killed = self._lk_scan(self._now())
+            if long_held:
+                self._report("held longer than max_using_delay", long_held)
+            if killed:
+                self._report("killed after max_using_delay_kill", killed)
+            self._close_pending()
             if self._health is not None and rounds % self._health_freq == 0:
                 self._health_check()
             self._fill()
         except Exception:
             failed = True
             log.exception("pool %d: housekeeping round failed", self._id)
-        self._acquire()
-        self._hk_errors += failed
-        self._hk_time += time.perf_counter() - start
-        self._release()
-
-    def _hk_scan(self) -> int:
-        """Warn of and kill over-held objects, expire idle ones; return the round number."""
-        warn_delay = self._max_using_delay_warn
-        kill_delay = self._max_using_delay_kill
-        closing: list[Any] = []
-        long_held: list[tuple[Any, float, Any, Any, int]] = []
-        killed: list[tuple[Any, float, Any, Any, int]] = []
-        self._acquire()
-        try:
-            self._hk_rounds += 1
-            now = self._now()
-            self._hk_last = now
-            if warn_delay and not self._shutdown:
-                for slot in list(self._slots.values()):
-                    if slot.state != USING:
-                        continue
-                    held = now - slot.last_get
-                    if kill_delay and held >= kill_delay:
-                        self._nkilled += 1
-                        killed.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
-                        self._forget(slot)
-                        closing.append(slot.obj)
-                    elif held >= warn_delay and not slot.warned:
-                        slot.warned = True
-                        long_held.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
-            if (self._max_lifetime or self._max_avail_delay) and self._avail:
-                keep = []
-                total = len(self._slots) + self._npending
-                for slot in self._avail:  # oldest idle first
-                    if self._max_lifetime and now - slot.created >= self._max_lifetime:
-                        self._nexpired += 1
-                    elif (
-                        self._max_avail_delay
-                        and total > self._min_size
-                        and now - slot.last_ret >= self._max_avail_delay
-                    ):
-                        self._nrecycled += 1
-                    else:
-                        keep.append(slot)
-                        continue
-                    total -= 1
-                    closing.append(slot.obj)
-                    slot.state = BORROWED  # not IDLE: _forget must not touch _avail
-                    self._forget(slot)
-                self._avail[:] = keep
-            rounds: int = self._hk_rounds
         finally:
-            self._release()
-        if long_held:
-            self._report("held longer than max_using_delay", long_held)
-        if killed:
-            self._report("killed after max_using_delay_kill", killed)
-        self._close_all(closing)
-        return rounds
+            self._lk_hk_done(failed, time.perf_counter() - start)
 
     def _report(self, what: str, items: list[tuple[Any, float, Any, Any, int]]) -> None:
         lines = [f"pool {self._id}: {len(items)} object(s) {what}:"]
@@ -829,118 +844,108 @@ class PoolBase:
         log.warning("\n".join(lines))
 
     def _health_check(self) -> None:
-        """Check idle objects one at a time; bad ones are closed and replaced later."""
-        self._acquire()
-        self._hc_rounds += 1
-        candidates = list(self._avail)
-        self._release()
-        for slot in candidates:
-            self._acquire()
-            if slot.state != IDLE or self._shutdown:
-                self._release()
-                continue
-            self._avail.remove(slot)
-            slot.state = BORROWED
-            self._nborrows += 1
-            self._nhealth += 1
-            self._release()
-            error = False
-            try:
-                healthy = bool(self._health(slot.obj))  # type: ignore[misc]
-            except Exception:
-                log.exception("pool %d: health check raised on %s", self._id, self._trace(slot.obj))
-                healthy, error = False, True
-            except BaseException:  # interrupted: retire the object rather than lose its slot
-                self._drop_interrupted(slot, BORROWED, slot.uses)
-                raise
-            self._acquire()
-            if error:
-                self._hc_errors += 1
-            if healthy and not self._shutdown:
-                self._put_idle(slot)
-                self._release()
-                continue
-            if not healthy:
-                self._bad_health += 1
-            self._forget(slot)
-            self._release()
-            if not healthy and not error:
-                log.error("pool %d: bad health, closing %s", self._id, self._trace(slot.obj))
-            self._close(slot.obj)
+        """Check idle objects one at a time, in a runner thread; a check that does not
+        answer within ``health_timeout`` counts as failed (the object is retired and
+        the hung call left behind), and the rest go on in a new runner."""
+        todo = deque(self._lk_health_candidates())
+        while todo:
+            job = _HealthRound(self, todo)
+            runner = threading.Thread(target=job.run, name=f"ppp-health-{self._id}", daemon=True)
+            runner.start()
+            while True:
+                try:
+                    more = job.ticks.get(timeout=self._health_timeout)
+                except queue.Empty:
+                    job.abandoned = True
+                    current = job.current
+                    if current is not None:
+                        slot, uses = current
+                        if self._lk_hung(slot, uses, self._now_safe()):
+                            log.error(
+                                "pool %d: health check of %s did not answer within %s s: retired",
+                                self._id,
+                                self._trace(slot.obj),
+                                self._health_timeout,
+                            )
+                            self._close_pending()
+                    break
+                if not more:
+                    return
 
     # ---------------------------------------------------------- statistics
 
     def stats(self) -> dict[str, Any]:
         """A JSON-compatible snapshot: configuration, counts, waits and every object."""
-        self._acquire()
-        try:
-            now = self._now()
-            slots = [
-                (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
-                for s in self._slots.values()
-            ]
-            ordered = sorted(self._wait_samples)
-            nobjs = len(self._slots)
-            data: dict[str, Any] = {
-                "id": self._id,
-                "backend": self._backend,
-                "started": self._started.isoformat(),
-                "min_size": self._min_size,
-                "max_size": self._max_size,
-                "max_use": self._max_use,
-                "timeout": self._timeout,
-                "delay": self._delay,
-                "max_avail_delay": self._max_avail_delay,
-                "max_using_delay_kill": self._max_using_delay_kill,
-                "max_using_delay_warn": self._max_using_delay_warn,
-                "max_lifetime": self._max_lifetime,
-                "health_freq": self._health_freq,
-                "now": now,
-                "running": (datetime.datetime.now() - self._started).total_seconds(),
-                "sem": (
-                    {"value": self._max_size - nobjs - self._npending, "init": self._max_size}
-                    if self._max_size
-                    else None
-                ),
-                "navail": len(self._avail),
-                "nusing": self._nusing,
-                "nborrowed": nobjs - len(self._avail) - self._nusing,
-                "npending": self._npending,
-                "ntodel": 0,
-                "nobjs": nobjs,
-                "ncreated": self._ncreated,
-                "ncreating": self._ncreating,
-                "nuses": self._nuses,
-                "nkilled": self._nkilled,
-                "nrecycled": self._nrecycled,
-                "nwornout": self._nwornout,
-                "nexpired": self._nexpired,
-                "ndiscarded": self._ndiscarded,
-                "nborrows": self._nborrows,
-                "nreturns": self._nreturns,
-                "nbad_returns": self._nbad_returns,
-                "ndestroys": self._ndestroys,
-                "nhealth": self._nhealth,
-                "bad_health": self._bad_health,
-                "hk_rounds": self._hk_rounds,
-                "hk_errors": self._hk_errors,
-                "hc_rounds": self._hc_rounds,
-                "hc_errors": self._hc_errors,
-                "rel_hk_last": self._hk_last - now if self._hk_last else None,
-                "time_per_hk": self._hk_time / max(self._hk_rounds, 1),
-                "nwaiting": len(self._waiters),
-                "max_waiting": self._max_waiting,
-                "nwaits": self._nwaits,
-                "ntimeouts": self._ntimeouts,
-                "wait_time": {
-                    "median": percentile(ordered, 0.5),
-                    "p95": percentile(ordered, 0.95),
-                    "max": self._wait_max if self._nwaits and ordered else None,
-                },
-                "shutdown": self._shutdown,
-            }
-        finally:
-            self._release()
+        if self._stale():
+            self._forked()
+        now = self._now()
+        (slots, samples, counts, nobjs, navail, nwaiting, wait_max, shutdown, hk_time, hk_last) = (
+            self._lk_stats()
+        )
+        c = dict(zip(self._COUNTERS, counts, strict=True))
+        ordered = sorted(samples)
+        data: dict[str, Any] = {
+            "id": self._id,
+            "backend": self._backend,
+            "pid": self._pid,
+            "forks": self._forks,
+            "started": self._started.isoformat(),
+            "min_size": self._min_size,
+            "max_size": self._max_size,
+            "max_use": self._max_use,
+            "timeout": self._timeout,
+            "delay": self._delay,
+            "max_avail_delay": self._max_avail_delay,
+            "max_using_delay_kill": self._max_using_delay_kill,
+            "max_using_delay_warn": self._max_using_delay_warn,
+            "max_lifetime": self._max_lifetime,
+            "health_freq": self._health_freq,
+            "health_timeout": self._health_timeout,
+            "now": now,
+            "running": (datetime.datetime.now() - self._started).total_seconds(),
+            "sem": (
+                {"value": self._max_size - nobjs - c["_npending"], "init": self._max_size}
+                if self._max_size
+                else None
+            ),
+            "navail": navail,
+            "nusing": c["_nusing"],
+            "nborrowed": nobjs - navail - c["_nusing"],
+            "npending": c["_npending"],
+            "ntodel": 0,
+            "nobjs": nobjs,
+            "ncreated": c["_ncreated"],
+            "ncreating": c["_ncreating"],
+            "nuses": c["_nuses"],
+            "nkilled": c["_nkilled"],
+            "nrecycled": c["_nrecycled"],
+            "nwornout": c["_nwornout"],
+            "nexpired": c["_nexpired"],
+            "ndiscarded": c["_ndiscarded"],
+            "nborrows": c["_nborrows"],
+            "nreturns": c["_nreturns"],
+            "nbad_returns": c["_nbad_returns"],
+            "ndestroys": c["_ndestroys"],
+            "nhealth": c["_nhealth"],
+            "bad_health": c["_bad_health"],
+            "nhealth_timeouts": c["_nhealth_timeouts"],
+            "hk_rounds": c["_hk_rounds"],
+            "hk_errors": c["_hk_errors"],
+            "hc_rounds": c["_hc_rounds"],
+            "hc_errors": c["_hc_errors"],
+            "rel_hk_last": hk_last - now if hk_last else None,
+            "time_per_hk": hk_time / max(c["_hk_rounds"], 1),
+            "nwaiting": nwaiting,
+            "max_waiting": c["_max_waiting"],
+            "nwaits": c["_nwaits"],
+            "ntimeouts": c["_ntimeouts"],
+            "wait_time": {
+                "median": percentile(ordered, 0.5),
+                "p95": percentile(ordered, 0.95),
+                "max": wait_max if c["_nwaits"] and ordered else None,
+            },
+            "shutdown": shutdown,
+        }
         avail: list[dict[str, Any]] = []
         using: list[dict[str, Any]] = []
         for obj, state, n, uses, created, last_get, last_ret, holder in slots:
@@ -969,43 +974,3 @@ class PoolBase:
             f"<{type(self).__module__}.Pool id={self._id} max_size={self._max_size} "
             f"nobjs={len(self._slots)} nusing={self._nusing} shutdown={self._shutdown}>"
         )
-
-
-def new_state(pool: Any) -> None:
-    """Lay out the counters and containers both twins share (called by ``_init_core``)."""
-    pool._slots = {}
-    pool._avail = []
-    pool._waiters = deque()
-    for name in COUNTERS:
-        setattr(pool, name, 0)
-    pool._wait_max = 0.0
-    pool._wait_samples = []
-    pool._deferred = []
-    pool._shutdown = False
-
-
-COUNTERS = (
-    "_nusing",
-    "_npending",
-    "_ncreating",
-    "_ncreated",
-    "_nuses",
-    "_nreturns",
-    "_nbad_returns",
-    "_nborrows",
-    "_nkilled",
-    "_nrecycled",
-    "_nwornout",
-    "_nexpired",
-    "_ndiscarded",
-    "_ndestroys",
-    "_nhealth",
-    "_bad_health",
-    "_hk_rounds",
-    "_hk_errors",
-    "_hc_rounds",
-    "_hc_errors",
-    "_ntimeouts",
-    "_nwaits",
-    "_max_waiting",
-)

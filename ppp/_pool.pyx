@@ -1,11 +1,15 @@
 # cython: language_level=3, freethreading_compatible=True
-"""The compiled Pool twin: the hot path (get, ret) in C over the shared cold parts.
+"""The compiled Pool twin: every line that runs with the pool's lock held, in C.
 
 ``ppp/_pool_py.py`` is its pure-Python twin; both must behave identically.  The
-bookkeeping of ``get`` and ``ret`` runs on typed attributes under a C-level
-mutex (PyMutex on 3.13+, an atomic benaphore before; both release the GIL
-while they block); waiting, creation, housekeeping and statistics are the shared Python
-code of ``ppp._common``.
+hot path (``get``, ``ret``) and the locked steps (``_lk_*``) run on typed
+attributes under a C-level mutex (PyMutex on 3.13+, an atomic benaphore before;
+both release the GIL while they block), and nothing they do under it calls back
+into Python: no Python-level method, no hook, no clock (the time is read before
+the lock is taken).  So no signal handler, asynchronous exception or tracer can
+run inside a locked region: an interrupt lands before or after it, never in it.
+The code that runs outside the lock (waiting, creating, hooks, housekeeping,
+statistics) is the shared ``ppp._common``.
 """
 
 cimport cython
@@ -172,13 +176,55 @@ cdef extern from *:
     void ppp_table_del(ppp_table *t, void *key)
 
 
-from ._common import PoolBase, check_timeout, new_state
+
+import os
+import threading
+from _thread import allocate_lock
+from collections import deque
+
+from ._common import (
+    BORROWED,
+    CREATE,
+    FULL,
+    GONE,
+    GOT,
+    IDLE,
+    QUEUED,
+    SHUT,
+    USING,
+    WAIT_SAMPLES,
+    PoolBase,
+    check_timeout,
+)
 
 __all__ = ["Pool"]
 
 cdef enum:
+    S_GONE = -1
     S_IDLE = 0
     S_USING = 1
+    S_BORROWED = 2
+    C_GOT = 0
+    C_CREATE = 1
+    C_SHUT = 2
+    C_FULL = 3
+    C_QUEUED = 4
+    C_GONE = 5
+    C_WAIT_SAMPLES = 1024
+
+# How many times this process has forked: bumped in the child, and nothing else is
+# done there; each pool notices on its next use and starts again (``_lk_reset``).
+cdef unsigned long _fork_gen = 0
+_reset_lock = threading.Lock()  # serialises those resets in a child
+
+
+def _after_fork_in_child():
+    global _fork_gen
+    _fork_gen += 1
+    _reset_lock._at_fork_reinit()  # the fork may have caught it held
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @cython.auto_pickle(False)
@@ -204,19 +250,48 @@ cdef class _Slot:
         self.warned = False
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class Waiter:
+    """A ticket for one slow ``get`` or one creation: what the pool grants it is
+    written here under the lock, so an interrupt can always give it back (see the
+    pure twin's ``Waiter``)."""
+
+    cdef public object lock, slot, obj
+    cdef public double since
+    cdef public Py_ssize_t create
+    cdef public bint error, queued
+
+    def __init__(self, bint blocking=True):
+        if blocking:
+            self.lock = allocate_lock()
+            self.lock.acquire()
+        self.since = 0.0
+        self.create = -1
+        self.error = False
+        self.queued = False
+
+
 cdef class _Core:
-    """Typed state and the hot path; ``Pool`` adds the shared cold parts."""
+    """Typed state, the hot path and the locked steps; ``Pool`` adds the shared
+    cold parts."""
 
     cdef ppp_lock_t _lock
     cdef ppp_table _index
     cdef public dict _slots
-    cdef public list _deferred
-    cdef public list _avail
+    cdef public list _avail, _deferred, _closing, _wait_samples
     cdef public object _waiters
-    cdef public Py_ssize_t _nusing, _nuses, _nreturns, _max_use
-    cdef public double _max_lifetime
+    cdef public Py_ssize_t _nusing, _npending, _ncreating, _ncreated, _nuses, _nreturns
+    cdef public Py_ssize_t _nbad_returns, _nborrows, _nkilled, _nrecycled, _nwornout
+    cdef public Py_ssize_t _nexpired, _ndiscarded, _ndestroys, _nhealth, _bad_health
+    cdef public Py_ssize_t _hk_rounds, _hk_errors, _hc_rounds, _hc_errors, _ntimeouts
+    cdef public Py_ssize_t _nwaits, _max_waiting, _nhealth_timeouts
+    cdef public Py_ssize_t _max_size, _min_size, _max_use, _forks, _pid
+    cdef public double _max_lifetime, _max_avail_delay, _max_using_delay_warn
+    cdef public double _max_using_delay_kill, _wait_max, _hk_time, _hk_last
     cdef public bint _shutdown, _timed, _leak_trace
     cdef public object _clock, _getter, _retter
+    cdef unsigned long _gen
 
     def __cinit__(self, *args, **kwargs):
         if ppp_lock_init(&self._lock) < 0:
@@ -228,28 +303,47 @@ cdef class _Core:
         ppp_table_free(&self._index)
         ppp_lock_free(&self._lock)
 
-    def _register(self, _Slot slot):
-        """Index a new slot by its object's identity (lock held)."""
-        ppp_table_set(&self._index, <void*>slot.obj, <PyObject*>slot)
-        self._slots[PyLong_FromVoidPtr(<void*>slot.obj)] = slot
+    def _init_core(self):
+        self._new_state()
+        self._gen = _fork_gen
+        self._pid = os.getpid()
+        self._forks = 0
 
-    def _unregister(self, _Slot slot):
-        """Drop a slot from the index (lock held)."""
-        del self._slots[PyLong_FromVoidPtr(<void*>slot.obj)]
-        ppp_table_del(&self._index, <void*>slot.obj)
+    cdef _new_state(self):
+        self._slots = {}
+        self._avail = []
+        self._waiters = deque()
+        self._deferred = []
+        self._closing = []
+        self._wait_samples = []
+        self._wait_max = 0.0
+        self._hk_time = 0.0
+        self._hk_last = 0.0
+        self._shutdown = False
+        self._nusing = self._npending = self._ncreating = self._ncreated = 0
+        self._nuses = self._nreturns = self._nbad_returns = self._nborrows = 0
+        self._nkilled = self._nrecycled = self._nwornout = self._nexpired = 0
+        self._ndiscarded = self._ndestroys = self._nhealth = self._bad_health = 0
+        self._hk_rounds = self._hk_errors = self._hc_rounds = self._hc_errors = 0
+        self._ntimeouts = self._nwaits = self._max_waiting = self._nhealth_timeouts = 0
+
+    # ------------------------------------------------------------ the lock
 
     def _acquire(self):
+        """Take the pool's lock (tests: they read the state under it)."""
         ppp_lock_acquire(&self._lock)
 
     def _release(self):
-        self._unlock()
-
-    cdef inline int _unlock(self) except -1:
-        """Release the lock, then do the returns deferred while it was held."""
+        """Release the lock taken by ``_acquire``, then do the deferred returns."""
         ppp_lock_release(&self._lock)
         if self._deferred:
             self._drain_deferred()
-        return 0
+
+    cdef inline void _lk(self):
+        ppp_lock_acquire(&self._lock)
+
+    cdef inline void _unlk(self):
+        ppp_lock_release(&self._lock)
 
     cdef inline double _now_c(self) except? -1.0:
         if self._clock is None:
@@ -259,19 +353,11 @@ cdef class _Core:
     def _now(self):
         return self._now_c()
 
-    cdef inline int _checkout_c(self, _Slot slot) except -1:
-        slot.state = S_USING
-        slot.uses += 1
-        self._nuses += 1
-        self._nusing += 1
-        if self._timed:
-            slot.last_get = self._now_c()
-            slot.warned = False
-        return 0
+    def _stale(self):
+        """Whether this process forked since the pool last ran in it."""
+        return self._gen != _fork_gen
 
-    def _checkout(self, _Slot slot):
-        """Mark ``slot`` in use by the caller (lock held)."""
-        self._checkout_c(slot)
+    # ------------------------------------------------------------ hot path
 
     def get(self, timeout=None):
         """Get an object: the last one returned if any is idle, else a new one, else wait.
@@ -293,72 +379,584 @@ cdef class _Core:
         return _Lease(self, timeout)
 
     cdef object _get_c(self, timeout):
-        cdef _Slot slot
+        cdef _Slot slot = None
+        cdef double now = 0.0
         if timeout is not None:
             timeout = check_timeout(timeout)
-        ppp_lock_acquire(&self._lock)
+        if self._gen != _fork_gen:
+            self._forked()
+        if self._timed:
+            now = self._now_c()
+        self._lk()
         if self._avail and not self._shutdown:
             slot = <_Slot>self._avail.pop()
-            self._checkout_c(slot)
-            self._unlock()
-            if self._getter is None and not self._leak_trace:
-                return slot.obj
-            return self._after_get(slot)
-        return self._get_slow(timeout)
+            slot.state = S_USING
+            slot.uses += 1
+            self._nuses += 1
+            self._nusing += 1
+            slot.last_get = now
+            slot.warned = False
+        self._unlk()
+        if slot is None:
+            return self._get_slow(timeout)
+        if self._deferred:
+            self._drain_deferred()
+        if self._getter is None and not self._leak_trace:
+            return slot.obj
+        return self._after_get(slot)
 
     cdef object _ret_c(self, obj):
         cdef _Slot slot
-        cdef Py_ssize_t uses
         cdef PyObject *found
+        cdef Py_ssize_t uses
+        cdef double now = 0.0
         if ppp_lock_held_here(&self._lock):
             # a finalizer run (by the GC) while this thread is inside the pool:
             # give the object back once the lock is released
             self._deferred.append(obj)
             return None
-        ppp_lock_acquire(&self._lock)
+        if self._gen != _fork_gen:
+            self._forked()
+        if self._timed:
+            now = self._now_c()
+        self._lk()
         found = ppp_table_get(&self._index, <void*>obj)
         if found is NULL or (<_Slot>found).state != S_USING:
-            self._unlock()
-            self._bad_return(obj)
-            return
+            self._nbad_returns += 1
+            self._unlk()
+            self._warn_bad_return(obj)
+            return None
         slot = <_Slot>found
-        if self._retter is not None:
-            uses = slot.uses
-            self._unlock()
-            try:
-                self._hook("retter", self._retter, obj)
-            except BaseException:  # interrupted mid-reset: retire the object, re-raise
-                self._drop_interrupted(slot, S_USING, uses)
-                raise
-            ppp_lock_acquire(&self._lock)
-            found = ppp_table_get(&self._index, <void*>obj)
-            if slot.state != S_USING or slot.uses != uses or found is not <PyObject*>slot:
-                self._unlock()
-                self._bad_return(obj)
-                return
-        self._nreturns += 1
-        if (
-            (self._max_use and slot.uses >= self._max_use)
-            or (self._max_lifetime and self._now_c() - slot.created >= self._max_lifetime)
+        if self._retter is None and not (
+            self._waiters
             or self._shutdown
+            or (self._max_use and slot.uses >= self._max_use)
+            or (self._max_lifetime and now - slot.created >= self._max_lifetime)
         ):
-            self._retire(slot)
-            self._unlock()
-            self._close(obj)
-            self._fill()
-            return
-        self._nusing -= 1
-        if self._timed:
-            slot.last_ret = self._now_c()
-        if self._leak_trace:
+            self._nreturns += 1
+            self._nusing -= 1
+            slot.last_ret = now
             slot.holder = None
             slot.stack = None
+            slot.state = S_IDLE
+            self._avail.append(slot)
+            self._unlk()
+            if self._deferred:
+                self._drain_deferred()
+            return None
+        uses = slot.uses
+        self._unlk()
+        try:
+            if self._retter is not None:
+                self._hook("retter", self._retter, obj)
+            code = self._lk_ret(slot, uses, self._now_c())
+        except BaseException:
+            # interrupted before the object was back: its state is unknown (the
+            # retter may have run part-way), so it is retired; then re-raised
+            self._drop_interrupted(slot, S_USING, uses)
+            raise
+        self._after_ret(obj, code)
+
+    # --------------------------------------------- state changes (lock held)
+
+    cdef int _idle(self, _Slot slot, double now, bint timed_wait, int using,
+                   int returned) except -1:
+        """``slot`` is free: checked out to the oldest waiter (woken), else on top of
+        the idle stack (see the pure twin)."""
+        cdef Waiter waiter
+        self._nreturns += returned
+        self._nusing -= using
         if self._waiters:
-            self._put_idle(slot)
+            waiter = <Waiter>self._waiters.popleft()
+            waiter.queued = False
+            slot.state = S_USING
+            slot.uses += 1
+            self._nuses += 1
+            self._nusing += 1
+            slot.last_get = now if timed_wait else slot.last_ret
+            slot.warned = False
+            waiter.slot = slot
+            waiter.lock.release()
+            if timed_wait:
+                self._record_wait(now - waiter.since)
         else:
             slot.state = S_IDLE
             self._avail.append(slot)
-        self._unlock()
+        return 0
+
+    cdef int _record_wait(self, double wait) except -1:
+        cdef list samples = self._wait_samples
+        if len(samples) >= C_WAIT_SAMPLES:
+            del samples[: C_WAIT_SAMPLES // 2]
+        samples.append(wait)
+        if wait > self._wait_max:
+            self._wait_max = wait
+        return 0
+
+    cdef int _unregister(self, _Slot slot) except -1:
+        del self._slots[PyLong_FromVoidPtr(<void*>slot.obj)]
+        ppp_table_del(&self._index, <void*>slot.obj)
+        return 0
+
+    cdef int _forget(self, _Slot slot, double now, bint timed_wait) except -1:
+        """Drop an object that is not on the idle stack (its slot is freed); its
+        closer runs later, outside the lock (``_closing``)."""
+        self._unregister(slot)
+        if slot.state == S_USING:
+            self._nusing -= 1
+        slot.state = S_GONE
+        self._ndestroys += 1
+        self._closing.append(slot.obj)
+        self._free_capacity(now, timed_wait)
+        return 0
+
+    cdef inline bint _has_room(self):
+        return not self._max_size or len(self._slots) + self._npending < self._max_size
+
+    cdef int _free_capacity(self, double now, bint timed_wait) except -1:
+        """A slot is free: the oldest waiter may create an object in it."""
+        cdef Waiter waiter
+        if self._waiters and self._has_room():
+            waiter = <Waiter>self._waiters.popleft()
+            waiter.queued = False
+            waiter.create = self._ncreating
+            self._ncreating += 1
+            self._npending += 1
+            waiter.lock.release()
+            if timed_wait:
+                self._record_wait(now - waiter.since)
+        return 0
+
+    cdef inline bint _live(self, _Slot slot, int state, Py_ssize_t uses):
+        return (
+            slot.state == state
+            and slot.uses == uses
+            and ppp_table_get(&self._index, <void*>slot.obj) is <PyObject*>slot
+        )
+
+    # ------------------------------------------------------------ return
+
+    def _lk_ret(self, _Slot slot, Py_ssize_t uses, double now):
+        """Second half of ``ret``: back to the oldest waiter or the idle stack (GOT),
+        retired (GONE), or gone meanwhile (SHUT: a bad return)."""
+        self._lk()
+        try:
+            if not self._live(slot, S_USING, uses):
+                self._nbad_returns += 1
+                return C_SHUT
+            if self._max_use and uses >= self._max_use:
+                self._nwornout += 1
+            elif self._max_lifetime and now - slot.created >= self._max_lifetime:
+                self._nexpired += 1
+            elif not self._shutdown:
+                if self._timed:
+                    slot.last_ret = now
+                slot.holder = None
+                slot.stack = None
+                self._idle(slot, now, True, 1, 1)
+                return C_GOT
+            self._nreturns += 1
+            self._forget(slot, now, True)
+            return C_GONE
+        finally:
+            self._unlk()
+
+    # ------------------------------------------------------------ slow get
+
+    def _lk_take(self, Waiter ticket, bint nowait, double now):
+        """The slow ``get``: GOT, CREATE, SHUT, FULL or QUEUED (see the pure twin)."""
+        cdef _Slot slot
+        self._lk()
+        try:
+            if self._shutdown:
+                return C_SHUT
+            if self._avail:
+                slot = <_Slot>self._avail.pop()
+                slot.state = S_USING
+                slot.uses += 1
+                self._nuses += 1
+                self._nusing += 1
+                slot.last_get = now if self._timed else 0.0
+                slot.warned = False
+                ticket.slot = slot
+                return C_GOT
+            if not self._waiters and self._has_room():
+                ticket.create = self._ncreating
+                self._ncreating += 1
+                self._npending += 1
+                return C_CREATE
+            if nowait:
+                self._ntimeouts += 1
+                return C_FULL
+            ticket.since = now
+            ticket.queued = True
+            self._waiters.append(ticket)
+            self._nwaits += 1
+            if len(self._waiters) > self._max_waiting:
+                self._max_waiting = len(self._waiters)
+            return C_QUEUED
+        finally:
+            self._unlk()
+
+    def _lk_timeout(self, Waiter ticket):
+        """A wait timed out: unqueue the ticket and count it, unless it was granted
+        meanwhile (then True: use the grant)."""
+        self._lk()
+        try:
+            if not ticket.queued:
+                return True
+            self._waiters.remove(ticket)
+            ticket.queued = False
+            self._ntimeouts += 1
+            return False
+        finally:
+            self._unlk()
+
+    def _lk_cancel(self, Waiter ticket, double now):
+        """Give back whatever the ticket holds that its caller never got (see the pure
+        twin); returns an object created but never registered, else None."""
+        cdef _Slot slot
+        cdef object obj
+        self._lk()
+        try:
+            if ticket.queued:
+                self._waiters.remove(ticket)
+                ticket.queued = False
+                return None
+            if ticket.slot is not None:
+                slot = <_Slot>ticket.slot
+                ticket.slot = None
+                if slot.state == S_USING and ppp_table_get(
+                    &self._index, <void*>slot.obj
+                ) is <PyObject*>slot:
+                    if self._shutdown:
+                        self._forget(slot, now, True)
+                    else:
+                        self._idle(slot, now, True, 1, 0)
+                return None
+            if ticket.create >= 0:
+                obj = ticket.obj
+                ticket.create = -1
+                ticket.obj = None
+                self._npending -= 1
+                self._free_capacity(now, True)
+                return obj
+            return None
+        finally:
+            self._unlk()
+
+    def _lk_add(self, Waiter ticket, bint checkout, double now):
+        """Register ``ticket.obj`` in the slot the ticket reserved: GOT (checked out to
+        the ticket), QUEUED (made idle), GONE (shut down meanwhile) or FULL (``fun``
+        returned an object the pool already holds)."""
+        cdef object obj = ticket.obj
+        cdef _Slot slot = _Slot(obj, ticket.create, now if self._timed else 0.0)
+        self._lk()
+        try:
+            if ppp_table_get(&self._index, <void*>obj) is not NULL:
+                ticket.create = -1
+                self._npending -= 1
+                self._free_capacity(now, True)
+                return C_FULL
+            self._ncreated += 1
+            if self._shutdown:
+                ticket.create = -1
+                self._npending -= 1
+                self._ndestroys += 1
+                self._free_capacity(now, True)
+                return C_GONE
+            ppp_table_set(&self._index, <void*>obj, <PyObject*>slot)
+            self._slots[PyLong_FromVoidPtr(<void*>obj)] = slot
+            self._npending -= 1
+            ticket.create = -1
+            ticket.obj = None
+            if checkout:
+                slot.state = S_USING
+                slot.uses = 1
+                self._nuses += 1
+                self._nusing += 1
+                ticket.slot = slot
+                return C_GOT
+            self._idle(slot, now, True, 0, 0)
+            return C_QUEUED
+        finally:
+            self._unlk()
+
+    def _lk_reserve_fill(self, Waiter ticket):
+        """Reserve a creation to fill ``min_size`` (False when none is needed)."""
+        self._lk()
+        try:
+            if (
+                self._shutdown
+                or self._waiters
+                or len(self._slots) + self._npending >= self._min_size
+                or not self._has_room()
+            ):
+                return False
+            ticket.create = self._ncreating
+            self._ncreating += 1
+            self._npending += 1
+            return True
+        finally:
+            self._unlk()
+
+    # ------------------------------------------------------------ retirements
+
+    def _lk_forget_if(self, _Slot slot, int state, Py_ssize_t uses, double now):
+        """Forget ``slot`` if it is still in ``state`` at use ``uses``."""
+        self._lk()
+        try:
+            if not self._live(slot, state, uses):
+                return False
+            self._forget(slot, now, True)
+            return True
+        finally:
+            self._unlk()
+
+    def _lk_hung(self, _Slot slot, Py_ssize_t uses, double now):
+        """A health check did not answer in time: retire its object (True)."""
+        self._lk()
+        try:
+            if not self._live(slot, S_BORROWED, uses):
+                return False
+            self._nhealth_timeouts += 1
+            self._bad_health += 1
+            self._forget(slot, now, True)
+            return True
+        finally:
+            self._unlk()
+
+    def _lk_discard(self, obj, double now):
+        cdef PyObject *found
+        cdef _Slot slot
+        self._lk()
+        try:
+            found = ppp_table_get(&self._index, <void*>obj)
+            if found is NULL or (<_Slot>found).state != S_USING:
+                self._nbad_returns += 1
+                return False
+            slot = <_Slot>found  # a reference of our own: _forget drops the pool's
+            self._ndiscarded += 1
+            self._forget(slot, now, True)
+            return True
+        finally:
+            self._unlk()
+
+    def _lk_bad_return(self):
+        self._lk()
+        self._nbad_returns += 1
+        self._unlk()
+
+    def _lk_take_list(self, str name):
+        """Empty the list ``_deferred`` or ``_closing`` and return what it held."""
+        cdef list items = self._deferred if name == "_deferred" else self._closing
+        cdef list taken
+        self._lk()
+        try:
+            taken = items[:]
+            del items[: len(taken)]
+            return taken
+        finally:
+            self._unlk()
+
+    cdef int _forget_idle(self) except -1:
+        """Drop every idle object, oldest first."""
+        cdef list idle = self._avail[:]
+        cdef _Slot slot
+        del self._avail[:]
+        for slot in idle:
+            self._forget(slot, 0.0, False)
+        return 0
+
+    def _lk_shutdown(self):
+        """Shut down: fail every waiter (PoolException), forget every idle object."""
+        cdef Waiter waiter
+        self._lk()
+        try:
+            self._shutdown = True
+            while self._waiters:
+                waiter = <Waiter>self._waiters.popleft()
+                waiter.queued = False
+                waiter.error = True
+                waiter.lock.release()
+            self._forget_idle()
+        finally:
+            self._unlk()
+
+    def _lk_drop_idle(self):
+        """At exit or collection: forget the idle objects, never one in use."""
+        self._lk()
+        try:
+            self._forget_idle()
+        finally:
+            self._unlk()
+
+    # ------------------------------------------------------------ housekeeping
+
+    def _lk_scan(self, double now):
+        """One scan, in C over typed fields: kill over-held objects, note long-held
+        ones, expire idle ones.  Returns (round number, long-held, killed)."""
+        cdef double warn_delay = self._max_using_delay_warn
+        cdef double kill_delay = self._max_using_delay_kill
+        cdef double held
+        cdef list long_held = [], killed = [], keep, gone
+        cdef _Slot slot
+        cdef Py_ssize_t total, i, n
+        cdef list avail
+        self._lk()
+        try:
+            self._hk_rounds += 1
+            self._hk_last = now
+            if warn_delay and not self._shutdown and self._nusing:
+                for slot in list(self._slots.values()):
+                    if slot.state != S_USING:
+                        continue
+                    held = now - slot.last_get
+                    if kill_delay and held >= kill_delay:
+                        killed.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
+                        self._nkilled += 1
+                        self._forget(slot, now, True)
+                    elif held >= warn_delay and not slot.warned:
+                        slot.warned = True
+                        long_held.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
+            avail = self._avail
+            n = len(avail)
+            if (self._max_lifetime or self._max_avail_delay) and n:
+                total = len(self._slots) + self._npending
+                gone = None
+                keep = None
+                for i in range(n):  # oldest idle first
+                    slot = <_Slot>avail[i]
+                    if self._max_lifetime and now - slot.created >= self._max_lifetime:
+                        self._nexpired += 1
+                    elif (
+                        self._max_avail_delay
+                        and total > self._min_size
+                        and now - slot.last_ret >= self._max_avail_delay
+                    ):
+                        self._nrecycled += 1
+                    else:
+                        if keep is not None:
+                            keep.append(slot)
+                        continue
+                    if keep is None:
+                        keep = avail[:i]
+                        gone = []
+                    total -= 1
+                    gone.append(slot)
+                if gone is not None:
+                    avail[:] = keep
+                    for slot in gone:
+                        self._forget(slot, now, True)
+            return self._hk_rounds, long_held, killed
+        finally:
+            self._unlk()
+
+    def _lk_hk_done(self, bint failed, double elapsed):
+        self._lk()
+        self._hk_errors += failed
+        self._hk_time += elapsed
+        self._unlk()
+
+    def _lk_health_candidates(self):
+        self._lk()
+        try:
+            self._hc_rounds += 1
+            return self._avail[:]
+        finally:
+            self._unlk()
+
+    def _lk_borrow(self, _Slot slot):
+        """Take an idle object out of service for its health check; returns its use
+        count, or -1 when it is no longer idle."""
+        self._lk()
+        try:
+            if slot.state != S_IDLE or self._shutdown:
+                return -1
+            self._avail.remove(slot)
+            slot.state = S_BORROWED
+            self._nborrows += 1
+            self._nhealth += 1
+            return slot.uses
+        finally:
+            self._unlk()
+
+    def _lk_health_done(self, _Slot slot, Py_ssize_t uses, bint healthy, bint error,
+                        double now):
+        """Back to service after its health check, or retired (True: log it)."""
+        self._lk()
+        try:
+            self._hc_errors += error
+            if not self._live(slot, S_BORROWED, uses):
+                return False
+            if healthy and not self._shutdown:
+                self._idle(slot, now, True, 0, 0)
+                return False
+            self._bad_health += not healthy
+            self._forget(slot, now, True)
+            return not healthy
+        finally:
+            self._unlk()
+
+    # ------------------------------------------------------------ statistics
+
+    def _lk_stats(self):
+        """What ``stats()`` formats, copied under the lock."""
+        cdef _Slot s
+        self._lk()
+        try:
+            return (
+                [
+                    (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
+                    for s in self._slots.values()
+                ],
+                self._wait_samples[:],
+                [
+                    self._nusing, self._npending, self._ncreating, self._ncreated, self._nuses,
+                    self._nreturns, self._nbad_returns, self._nborrows, self._nkilled,
+                    self._nrecycled, self._nwornout, self._nexpired, self._ndiscarded,
+                    self._ndestroys, self._nhealth, self._bad_health, self._hk_rounds,
+                    self._hk_errors, self._hc_rounds, self._hc_errors, self._ntimeouts,
+                    self._nwaits, self._max_waiting, self._nhealth_timeouts,
+                ],
+                len(self._slots),
+                len(self._avail),
+                len(self._waiters),
+                self._wait_max,
+                self._shutdown,
+                self._hk_time,
+                self._hk_last,
+            )
+        finally:
+            self._unlk()
+
+    # ------------------------------------------------------------ fork
+
+    def _lk_reset(self):
+        """In a forked child, on first use: start again as a new pool with the same
+        parameters.  Returns the inherited objects (forgotten, never closed), or None
+        when another thread did it already."""
+        cdef list inherited
+        cdef bint shutdown
+        with _reset_lock:
+            if self._gen == _fork_gen:
+                return None
+            inherited = [(<_Slot>s).obj for s in self._slots.values()]
+            inherited.extend(self._deferred)
+            inherited.extend(self._closing)
+            shutdown = self._shutdown
+            # the fork may have caught the lock held by a thread that does not exist
+            # here: a new one (the old one's memory, if any, is left alone)
+            ppp_lock_init(&self._lock)
+            ppp_table_free(&self._index)
+            if ppp_table_init(&self._index) < 0:
+                raise MemoryError("cannot allocate the pool index")
+            self._new_state()
+            self._shutdown = shutdown
+            self._forks += 1
+            self._pid = os.getpid()
+            self._gen = _fork_gen
+            return inherited
 
 
 @cython.final
@@ -389,7 +987,5 @@ class Pool(_Core, PoolBase):
     README for every parameter."""
 
     _Slot = _Slot
+    _Waiter = Waiter
     _backend = "cython"
-
-    def _init_core(self):
-        new_state(self)

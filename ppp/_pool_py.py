@@ -1,19 +1,72 @@
-"""The pure-Python Pool twin: the hot path (get, ret) over the shared cold parts.
+"""The pure-Python Pool twin: every line that runs with the pool's lock held.
 
-``ppp/_pool.pyx`` is its compiled twin; both must behave identically.
+``ppp/_pool.pyx`` is its compiled twin; both must behave identically.  The code
+that runs outside the lock (waiting, creating, hooks, logging, formatting) is
+shared in ``ppp._common``: it calls the ``_lk_*`` methods here, each of which
+takes the lock once, changes the state and releases it.
+
+Interrupt safety (the compiled twin gets it by running no Python code under its
+lock; here it is built by hand):
+
+- every locked region is a ``with self._lock:`` block: entering it runs no
+  bytecode between the acquire and the protected body, so an interrupt cannot
+  leave the lock held;
+- an interrupt inside a ``_lk_*`` region makes ``_repair`` rebuild what derives
+  from the slots' states (the idle stack, the in-use count, grants owed to
+  waiters) before the lock is released and the interrupt re-raised;
+- what must never be seen half-done -- an object checked out to a caller or a
+  waiter, a ticket queued or granted -- is one *commit line*: subscripts,
+  attribute stores and arithmetic, with at most one call, last.  CPython runs
+  signal handlers and delivers asynchronous exceptions only at calls and
+  backward jumps, and a tracer sees a line as one step, so an interrupt lands
+  before the commit line or after it, never inside.  Results go into the
+  caller's ``Waiter`` ticket within that line, so the caller's ``except
+  BaseException`` can always give back what it was granted (``_lk_cancel``).
+  Those long lines are deliberate (ruff E702 is off for them).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ._common import IDLE, USING, PoolBase, check_timeout, new_state
+from ._common import (
+    BORROWED,
+    CREATE,
+    FULL,
+    GONE,
+    GOT,
+    IDLE,
+    QUEUED,
+    SHUT,
+    USING,
+    WAIT_SAMPLES,
+    PoolBase,
+    check_timeout,
+)
 
 __all__ = ["Pool"]
 
 _monotonic = time.monotonic
+_T = TypeVar("_T")
+
+# How many times this process has forked: bumped in the child, and nothing else is
+# done there; each pool notices on its next use and starts again (``_lk_reset``).
+_fork_gen = 0
+_reset_lock = threading.Lock()  # serialises those resets in a child
+
+
+def _after_fork_in_child() -> None:
+    global _fork_gen
+    _fork_gen += 1
+    _reset_lock._at_fork_reinit()  # type: ignore[attr-defined]  # the fork may have caught it held
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Slot:
@@ -45,6 +98,47 @@ class _Slot:
         self.warned = False
 
 
+class Waiter:
+    """A ticket for one slow ``get`` or one creation: what the pool grants it is
+    written here under the lock, so an interrupt can always give it back.
+
+    ``lock`` (blocking tickets only) is held until the ticket is granted while
+    queued; ``slot`` is an object checked out for it, ``create`` a reserved
+    creation number, ``obj`` an object created in that reservation and not yet
+    registered, ``error`` says the pool shut down while it waited."""
+
+    __slots__ = ("create", "error", "lock", "obj", "queued", "since", "slot")
+
+    def __init__(self, blocking: bool = True) -> None:
+        self.lock: Any = None
+        if blocking:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+        self.since = 0.0
+        self.slot: Any = None
+        self.create = -1
+        self.obj: Any = None
+        self.error = False
+        self.queued = False
+
+
+def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``method`` with the pool's lock held; an interrupt inside it is repaired
+    before the lock is released, then re-raised."""
+
+    def locked(self: Pool, *args: Any) -> _T:
+        with self._lock:
+            try:
+                return method(self, *args)
+            except BaseException:
+                self._repair()
+                raise
+
+    locked.__name__ = method.__name__
+    locked.__doc__ = method.__doc__
+    return locked
+
+
 class Pool(PoolBase):
     """Thread-safe pool of objects created on demand by ``fun(n)`` (pure-Python twin).
 
@@ -53,42 +147,53 @@ class Pool(PoolBase):
     README for every parameter."""
 
     _Slot = _Slot
+    _Waiter = Waiter
     _backend = "python"
 
     def _init_core(self) -> None:
         # an RLock only to ask whether this thread holds it (_is_owned); it is
         # never acquired twice: ret() from a finalizer inside the pool is deferred
-        lock = threading.RLock()
-        self._acquire = lock.acquire  # type: ignore[method-assign,assignment]
-        self._unlock = lock.release
-        self._held_here = lock._is_owned  # type: ignore[attr-defined]
-        new_state(self)
+        self._lock = threading.RLock()
+        self._new_state()
+        self._gen = _fork_gen
+        self._pid = os.getpid()
+        self._forks = 0
+
+    def _new_state(self) -> None:
+        self._slots: dict[int, Any] = {}
+        self._avail: list[Any] = []
+        self._waiters: deque[Any] = deque()
+        self._deferred: list[Any] = []
+        self._closing: list[Any] = []
+        self._wait_samples: list[float] = []
+        self._wait_max = 0.0
+        self._hk_time = 0.0
+        self._hk_last = 0.0
+        self._shutdown = False
+        for name in self._COUNTERS:
+            setattr(self, name, 0)
+
+    # ------------------------------------------------------------ the lock
+
+    def _acquire(self) -> None:
+        """Take the pool's lock (tests: they read the state under it)."""
+        self._lock.acquire()
 
     def _release(self) -> None:
-        """Release the lock, then do the returns deferred while it was held."""
-        self._unlock()
+        """Release the lock taken by ``_acquire``, then do the deferred returns."""
+        self._lock.release()
         if self._deferred:
             self._drain_deferred()
-
-    def _register(self, slot: Any) -> None:
-        self._slots[id(slot.obj)] = slot
-
-    def _unregister(self, slot: Any) -> None:
-        del self._slots[id(slot.obj)]
 
     def _now(self) -> float:
         clock = self._clock
         return _monotonic() if clock is None else float(clock())  # float, as in the C twin
 
-    def _checkout(self, slot: Any) -> None:
-        """Mark ``slot`` in use by the caller (lock held)."""
-        slot.state = USING
-        slot.uses += 1
-        self._nuses += 1
-        self._nusing += 1
-        if self._timed:
-            slot.last_get = self._now()
-            slot.warned = False
+    def _stale(self) -> bool:
+        """Whether this process forked since the pool last ran in it."""
+        return self._gen != _fork_gen
+
+    # ------------------------------------------------------------ hot path
 
     def get(self, timeout: float | None = None) -> Any:
         """Get an object: the last one returned if any is idle, else a new one, else wait.
@@ -98,75 +203,458 @@ class Pool(PoolBase):
         ``fun`` raises when creating."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        self._acquire()
-        avail = self._avail
-        if avail and not self._shutdown:
-            slot = avail.pop()
-            slot.state = USING  # _checkout, inlined on the hot path
-            slot.uses += 1
-            self._nuses += 1
-            self._nusing += 1
-            if self._timed:
-                slot.last_get = self._now()
-                slot.warned = False
-            self._unlock()
+        if self._gen != _fork_gen:
+            self._forked()
+        now = self._now() if self._timed else 0.0
+        mine = None
+        try:
+            with self._lock:
+                avail = self._avail
+                if avail and not self._shutdown:
+                    slot = avail[-1]
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+            if mine is None:
+                return self._get_slow(timeout)
             if self._deferred:
                 self._drain_deferred()
             if self._getter is None and not self._leak_trace:
-                return slot.obj
-            return self._after_get(slot)
-        return self._get_slow(timeout)
+                return mine.obj
+            return self._after_get(mine)
+        except BaseException:
+            if mine is not None:
+                self._lk_unget(mine, mine.uses, self._now_safe())
+            raise
 
     def ret(self, obj: Any) -> None:
         """Give back an object obtained from ``get``.
 
         A second return, or the return of an object the pool does not hold in
         use, is ignored with a warning."""
-        if self._held_here():
+        lock = self._lock
+        if lock._is_owned():  # type: ignore[attr-defined]
             # a finalizer run (by the GC) while this thread is inside the pool:
             # give the object back once the lock is released
             self._deferred.append(obj)
             return
-        self._acquire()
-        slot: Any = self._slots.get(id(obj))
-        if slot is None or slot.state != USING:
-            self._release()
-            self._bad_return(obj)
-            return
-        if self._retter is not None:
-            uses = slot.uses
-            self._release()
-            try:
-                self._hook("retter", self._retter, obj)
-            except BaseException:  # interrupted mid-reset: retire the object, re-raise
-                self._drop_interrupted(slot, USING, uses)
-                raise
-            self._acquire()
-            if slot.state != USING or slot.uses != uses or self._slots.get(id(obj)) is not slot:
-                self._release()
-                self._bad_return(obj)
+        if self._gen != _fork_gen:
+            self._forked()
+        retter = self._retter
+        now = self._now() if self._timed else 0.0
+        slots = self._slots
+        key = id(obj)
+        uses = -1
+        done = False
+        try:
+            with lock:
+                slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702
+                if uses < 0:
+                    self._nbad_returns += 1
+                elif retter is None and not (
+                    self._waiters
+                    or self._shutdown
+                    or (self._max_use and uses >= self._max_use)
+                    or (self._max_lifetime and now - slot.created >= self._max_lifetime)
+                ):
+                    self._nreturns += 1; self._nusing -= 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail.append(slot); uses = -1; done = True  # noqa: E501,E702
+            if done:
+                if self._deferred:
+                    self._drain_deferred()
                 return
-        self._nreturns += 1
-        if (
-            (self._max_use and slot.uses >= self._max_use)
-            or (self._max_lifetime and self._now() - slot.created >= self._max_lifetime)
-            or self._shutdown
-        ):
-            self._retire(slot)
-            self._release()
-            self._close(obj)
-            self._fill()
-            return
-        self._nusing -= 1
-        if self._timed:
-            slot.last_ret = self._now()
-        if self._leak_trace:
-            slot.holder = slot.stack = None
-        if self._waiters:
-            self._put_idle(slot)
+            if uses < 0:
+                self._warn_bad_return(obj)
+                return
+            if retter is not None:
+                self._hook("retter", retter, obj)
+            code = self._lk_ret(slot, uses, self._now())
+            uses = -1  # done: nothing to undo
+        except BaseException:
+            # interrupted before the object was back: its state is unknown (the
+            # retter may have run part-way), so it is retired; then re-raised
+            if uses >= 0:
+                self._drop_interrupted(slot, USING, uses)
+            raise
+        self._after_ret(obj, code)
+
+    # --------------------------------------------- state changes (lock held)
+
+    def _idle(self, slot: Any, now: float | None, using: int, returned: int) -> None:
+        """``slot`` is free: checked out to the oldest waiter (woken), else on top of
+        the idle stack.  ``using`` is 1 when it counts in ``_nusing`` now, ``returned``
+        1 when this is a return (counted); ``now`` None records no wait time."""
+        waiters = self._waiters
+        if waiters:
+            waiter = waiters[0]
+            t = slot.last_ret if now is None else now
+            del waiters[0]; waiter.queued = False; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; waiter.slot = slot; waiter.lock.release()  # noqa: E501,E702
+            if now is not None:
+                self._record_wait(now - waiter.since)
         else:
-            slot.state = IDLE
-            self._avail.append(slot)
-        self._unlock()
-        if self._deferred:
-            self._drain_deferred()
+            self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail.append(slot)  # noqa: E501,E702
+
+    def _record_wait(self, wait: float) -> None:
+        samples = self._wait_samples
+        if len(samples) >= WAIT_SAMPLES:
+            del samples[: WAIT_SAMPLES // 2]
+        samples.append(wait)
+        if wait > self._wait_max:
+            self._wait_max = wait
+
+    def _forget(self, slot: Any, now: float | None) -> None:
+        """Drop an object that is not on the idle stack (its slot is freed); its
+        closer runs later, outside the lock (``_closing``)."""
+        key = id(slot.obj)
+        del self._slots[key]; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing.append(slot.obj)  # noqa: E501,E702
+        self._free_capacity(now)
+
+    def _forget_idle(self) -> None:
+        """Drop every idle object, oldest first (an interrupt leaves the rest idle:
+        ``_repair`` puts back on the stack what is still registered)."""
+        idle = self._avail[:]
+        del self._avail[:]
+        for slot in idle:
+            self._forget(slot, None)
+
+    def _has_room(self) -> bool:
+        return not self._max_size or len(self._slots) + self._npending < self._max_size
+
+    def _free_capacity(self, now: float | None) -> None:
+        """A slot is free: the oldest waiter may create an object in it."""
+        waiters = self._waiters
+        if waiters and self._has_room():
+            waiter = waiters[0]
+            del waiters[0]; waiter.queued = False; waiter.create = self._ncreating; self._ncreating += 1; self._npending += 1; waiter.lock.release()  # noqa: E501,E702
+            if now is not None:
+                self._record_wait(now - waiter.since)
+
+    def _repair(self) -> None:
+        """After an interrupt inside a locked region: rebuild the idle stack and the
+        in-use count from the slots' states, and give waiters what is free."""
+        slots = self._slots
+        seen: set[int] = set()
+        idle = []
+        for slot in [*self._avail, *slots.values()]:
+            if slot.state == IDLE and slots.get(id(slot.obj)) is slot and id(slot) not in seen:
+                seen.add(id(slot))
+                idle.append(slot)
+        self._avail[:] = idle
+        self._nusing = sum(1 for slot in slots.values() if slot.state == USING)
+        queued = [waiter for waiter in self._waiters if waiter.queued]
+        self._waiters.clear()
+        self._waiters.extend(queued)
+        while self._waiters and self._avail:
+            slot = self._avail.pop()
+            slot.state = BORROWED
+            self._idle(slot, None, 0, 0)
+        while self._waiters and self._has_room():
+            self._free_capacity(None)
+
+    # ------------------------------------------------------------ return
+
+    @_locked
+    def _lk_ret(self, slot: Any, uses: int, now: float) -> int:
+        """Second half of ``ret``: back to the oldest waiter or the idle stack (GOT),
+        retired (GONE: the caller closes it), or gone meanwhile (SHUT: a bad return)."""
+        if slot.state != USING or slot.uses != uses or self._slots.get(id(slot.obj)) is not slot:
+            self._nbad_returns += 1
+            return SHUT
+        if self._max_use and uses >= self._max_use:
+            self._nwornout += 1
+        elif self._max_lifetime and now - slot.created >= self._max_lifetime:
+            self._nexpired += 1
+        elif not self._shutdown:
+            if self._timed:
+                slot.last_ret = now
+            slot.holder = None
+            slot.stack = None
+            self._idle(slot, now, 1, 1)
+            return GOT
+        self._nreturns += 1
+        self._forget(slot, now)
+        return GONE
+
+    # ------------------------------------------------------------ slow get
+
+    @_locked
+    def _lk_take(self, ticket: Any, nowait: bool, now: float) -> int:
+        """The slow ``get``: an idle object (GOT), a creation (CREATE), shut down
+        (SHUT), full and not waiting (FULL), or the ticket queued (QUEUED)."""
+        if self._shutdown:
+            return SHUT
+        avail = self._avail
+        if avail:
+            slot = avail[-1]
+            t = now if self._timed else 0.0
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.slot = slot  # noqa: E501,E702
+            return GOT
+        if not self._waiters and self._has_room():
+            ticket.create = self._ncreating; self._ncreating += 1; self._npending += 1  # noqa: E702
+            return CREATE
+        if nowait:
+            self._ntimeouts += 1
+            return FULL
+        ticket.since = now; ticket.queued = True; self._waiters.append(ticket)  # noqa: E702
+        self._nwaits += 1
+        self._max_waiting = max(self._max_waiting, len(self._waiters))
+        return QUEUED
+
+    @_locked
+    def _lk_timeout(self, ticket: Any) -> bool:
+        """A wait timed out: unqueue the ticket and count it, unless it was granted
+        meanwhile (then True: use the grant)."""
+        if not ticket.queued:
+            return True
+        self._waiters.remove(ticket); ticket.queued = False  # noqa: E702
+        self._ntimeouts += 1
+        return False
+
+    @_locked
+    def _lk_cancel(self, ticket: Any, now: float) -> Any:
+        """Give back whatever the ticket holds that its caller never got (an interrupt,
+        an error): unqueue it; put a granted object back (retired if the getter ran
+        the pool is shut down); free a reserved creation.  Returns an object
+        created but never registered (the caller closes it), else None.  Idempotent."""
+        if ticket.queued:
+            self._waiters.remove(ticket); ticket.queued = False  # noqa: E702
+            return None
+        slot = ticket.slot
+        if slot is not None:
+            ticket.slot = None
+            if slot.state == USING and self._slots.get(id(slot.obj)) is slot:
+                if self._shutdown:
+                    self._forget(slot, now)
+                else:
+                    self._idle(slot, now, 1, 0)
+            return None
+        if ticket.create >= 0:
+            obj = ticket.obj
+            ticket.create = -1; ticket.obj = None; self._npending -= 1  # noqa: E702
+            self._free_capacity(now)
+            return obj
+        return None
+
+    @_locked
+    def _lk_unget(self, slot: Any, uses: int, now: float) -> None:
+        """The hot path was interrupted after taking ``slot``: give it back unused."""
+        if slot.state == USING and slot.uses == uses and self._slots.get(id(slot.obj)) is slot:
+            self._idle(slot, now, 1, 0)
+
+    @_locked
+    def _lk_add(self, ticket: Any, checkout: bool, now: float) -> int:
+        """Register ``ticket.obj``, created in the slot the ticket reserved: checked
+        out to the ticket (GOT) or made idle (QUEUED); GONE when the pool shut down
+        meanwhile, FULL when ``fun`` returned an object the pool already holds (the
+        caller closes it in both cases)."""
+        obj = ticket.obj
+        key = id(obj)
+        t = now if self._timed else 0.0
+        slot = _Slot(obj, ticket.create, t)
+        if key in self._slots:
+            ticket.create = -1; self._npending -= 1  # noqa: E702
+            self._free_capacity(now)
+            return FULL
+        if self._shutdown:
+            ticket.create = -1; self._npending -= 1; self._ncreated += 1; self._ndestroys += 1  # noqa: E501,E702
+            self._free_capacity(now)
+            return GONE
+        if checkout:
+            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
+            return GOT
+        slot.state = BORROWED; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None  # noqa: E501,E702
+        self._idle(slot, now, 0, 0)
+        return QUEUED
+
+    @_locked
+    def _lk_reserve_fill(self, ticket: Any) -> bool:
+        """Reserve a creation to fill ``min_size`` (False when none is needed)."""
+        if (
+            self._shutdown
+            or self._waiters
+            or len(self._slots) + self._npending >= self._min_size
+            or not self._has_room()
+        ):
+            return False
+        ticket.create = self._ncreating; self._ncreating += 1; self._npending += 1  # noqa: E702
+        return True
+
+    # ------------------------------------------------------------ retirements
+
+    @_locked
+    def _lk_forget_if(self, slot: Any, state: int, uses: int, now: float) -> bool:
+        """Forget ``slot`` if it is still in ``state`` at use ``uses`` (its hook was
+        interrupted); True when it was forgotten."""
+        live = slot.state == state and slot.uses == uses and self._slots.get(id(slot.obj)) is slot
+        if live:
+            self._forget(slot, now)
+        return live
+
+    @_locked
+    def _lk_hung(self, slot: Any, uses: int, now: float) -> bool:
+        """A health check did not answer in time: retire its object (True) unless it
+        moved on meanwhile."""
+        if slot.state != BORROWED or slot.uses != uses or self._slots.get(id(slot.obj)) is not slot:
+            return False
+        self._nhealth_timeouts += 1
+        self._bad_health += 1
+        self._forget(slot, now)
+        return True
+
+    @_locked
+    def _lk_discard(self, obj: Any, now: float) -> bool:
+        slot = self._slots.get(id(obj))
+        if slot is None or slot.state != USING:
+            self._nbad_returns += 1
+            return False
+        self._ndiscarded += 1
+        self._forget(slot, now)
+        return True
+
+    @_locked
+    def _lk_bad_return(self) -> None:
+        self._nbad_returns += 1
+
+    @_locked
+    def _lk_take_list(self, name: str) -> list[Any]:
+        """Empty the list ``_deferred`` or ``_closing`` and return what it held."""
+        items: list[Any] = getattr(self, name)
+        taken = items[:]
+        del items[: len(taken)]
+        return taken
+
+    @_locked
+    def _lk_shutdown(self) -> None:
+        """Shut down: fail every waiter (PoolException), forget every idle object."""
+        self._shutdown = True
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters[0]
+            del waiters[0]; waiter.queued = False; waiter.error = True; waiter.lock.release()  # noqa: E501,E702
+        self._forget_idle()
+
+    @_locked
+    def _lk_drop_idle(self) -> None:
+        """At exit or collection: forget the idle objects, never one in use."""
+        self._forget_idle()
+
+    # ------------------------------------------------------------ housekeeping
+
+    @_locked
+    def _lk_scan(self, now: float) -> tuple[int, list[Any], list[Any]]:
+        """One scan: kill over-held objects, note long-held ones, expire idle ones.
+        Returns (round number, long-held, killed); what goes is in ``_closing``."""
+        warn_delay = self._max_using_delay_warn
+        kill_delay = self._max_using_delay_kill
+        long_held: list[Any] = []
+        killed: list[Any] = []
+        self._hk_rounds += 1
+        self._hk_last = now
+        if warn_delay and not self._shutdown and self._nusing:
+            for slot in list(self._slots.values()):
+                if slot.state != USING:
+                    continue
+                held = now - slot.last_get
+                if kill_delay and held >= kill_delay:
+                    killed.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
+                    self._nkilled += 1
+                    self._forget(slot, now)
+                elif held >= warn_delay and not slot.warned:
+                    slot.warned = True
+                    long_held.append((slot.obj, held, slot.holder, slot.stack, slot.uses))
+        if (self._max_lifetime or self._max_avail_delay) and self._avail:
+            total = len(self._slots) + self._npending
+            keep = []
+            gone = []
+            for slot in self._avail:  # oldest idle first
+                if self._max_lifetime and now - slot.created >= self._max_lifetime:
+                    self._nexpired += 1
+                elif (
+                    self._max_avail_delay
+                    and total > self._min_size
+                    and now - slot.last_ret >= self._max_avail_delay
+                ):
+                    self._nrecycled += 1
+                else:
+                    keep.append(slot)
+                    continue
+                total -= 1
+                gone.append(slot)
+            if gone:
+                self._avail[:] = keep
+                for slot in gone:  # IDLE off the stack: _repair would put it back
+                    self._forget(slot, now)
+        return self._hk_rounds, long_held, killed
+
+    @_locked
+    def _lk_hk_done(self, failed: bool, elapsed: float) -> None:
+        self._hk_errors += failed
+        self._hk_time += elapsed
+
+    @_locked
+    def _lk_health_candidates(self) -> list[Any]:
+        self._hc_rounds += 1
+        return self._avail[:]
+
+    @_locked
+    def _lk_borrow(self, slot: Any) -> int:
+        """Take an idle object out of service for its health check; returns its use
+        count, or -1 when it is no longer idle."""
+        if slot.state != IDLE or self._shutdown:
+            return -1
+        slot.state = BORROWED; self._avail.remove(slot)  # noqa: E702
+        self._nborrows += 1
+        self._nhealth += 1
+        return slot.uses  # type: ignore[no-any-return]
+
+    @_locked
+    def _lk_health_done(self, slot: Any, uses: int, healthy: bool, error: bool, now: float) -> bool:
+        """Back to service after its health check, or retired (True: log it)."""
+        self._hc_errors += error
+        if slot.state != BORROWED or slot.uses != uses or self._slots.get(id(slot.obj)) is not slot:
+            return False  # retired meanwhile (a hung check, shutdown)
+        if healthy and not self._shutdown:
+            self._idle(slot, now, 0, 0)
+            return False
+        self._bad_health += not healthy
+        self._forget(slot, now)
+        return not healthy
+
+    # ------------------------------------------------------------ statistics
+
+    @_locked
+    def _lk_stats(self) -> tuple[Any, ...]:
+        """What ``stats()`` formats, copied under the lock."""
+        return (
+            [
+                (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
+                for s in self._slots.values()
+            ],
+            self._wait_samples[:],
+            [getattr(self, name) for name in self._COUNTERS],
+            len(self._slots),
+            len(self._avail),
+            len(self._waiters),
+            self._wait_max,
+            self._shutdown,
+            self._hk_time,
+            self._hk_last,
+        )
+
+    # ------------------------------------------------------------ fork
+
+    def _lk_reset(self) -> list[Any] | None:
+        """In a forked child, on first use: start again as a new pool with the same
+        parameters.  Returns the inherited objects (forgotten, never closed), or None
+        when another thread did it already."""
+        with _reset_lock:
+            if self._gen == _fork_gen:
+                return None
+            inherited = [slot.obj for slot in self._slots.values()]
+            inherited.extend(self._deferred)
+            inherited.extend(self._closing)
+            shutdown = self._shutdown
+            self._lock = threading.RLock()
+            self._new_state()
+            self._shutdown = shutdown
+            self._forks += 1
+            self._pid = os.getpid()
+            self._gen = _fork_gen
+            return inherited

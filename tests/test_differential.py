@@ -523,11 +523,9 @@ class Model:
             self.c["nborrows"] += 1
             self.c["nhealth"] += 1
             self.env.events.append(("health", n))
-            if "health" in self.env.interrupting:
-                self.forget(slot)
-                self.hook("closer", n)
-                raise Interrupt("health")
-            if "health" in self.env.raising:
+            # housekeeping survives any exception from health, BaseException included:
+            # the check failed
+            if "health" in self.env.raising or "health" in self.env.interrupting:
                 self.c["hc_errors"] += 1
                 healthy = False
             else:

@@ -90,7 +90,9 @@ def test_positional_parameters_match_proxypatternpool(Pool: Any) -> None:
         "max_using_delay", "max_using_delay_kill", "health_freq", "delay", "opener",
         "getter", "retter", "closer", "health", "stats", "tracer", "log_level",
     ]  # fmt: skip
-    assert names[18:] == ["max_lifetime", "leak_trace", "clock"]
+    assert names[18:] == [
+        "max_lifetime", "leak_trace", "clock", "health_timeout", "after_fork"
+    ]  # fmt: skip
 
 
 def shape(func: Any) -> list[tuple[str, Any, Any]]:

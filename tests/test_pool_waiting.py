@@ -176,15 +176,13 @@ def test_shutdown_wakes_waiters_with_pool_exception(Pool: Any, counter: Any) -> 
 def test_interrupted_wait_gives_back_its_grant(Pool: Any, counter: Any) -> None:
     pool = Pool(counter, min_size=0, max_size=1)
     held = pool.get()
-    pool._acquire()
-    from ppp._common import Waiter
+    waiter = pool._Waiter()
+    from ppp._common import QUEUED
 
-    waiter = Waiter(pool._now())
-    pool._waiters.append(waiter)
-    pool._release()
+    assert pool._lk_take(waiter, False, pool._now()) == QUEUED
     pool.ret(held)  # granted to the (fake) waiter, which then "dies"
     assert waiter.slot is not None and pool.stats()["nusing"] == 1
-    pool._abandon(waiter)
+    pool._cancel(waiter)
     s = pool.stats()
     assert (s["nusing"], s["navail"], s["nwaiting"]) == (0, 1, 0)
     assert pool.get(timeout=0) is held
@@ -193,15 +191,13 @@ def test_interrupted_wait_gives_back_its_grant(Pool: Any, counter: Any) -> None:
 def test_interrupted_wait_after_shutdown_closes_its_grant(Pool: Any, counter: Any) -> None:
     pool = Pool(counter, min_size=0, max_size=1, closer=counter.close)
     held = pool.get()
-    from ppp._common import Waiter
+    from ppp._common import QUEUED
 
-    pool._acquire()
-    waiter = Waiter(pool._now())
-    pool._waiters.append(waiter)
-    pool._release()
+    waiter = pool._Waiter()
+    assert pool._lk_take(waiter, False, pool._now()) == QUEUED
     pool.ret(held)  # granted to the waiter...
     pool.shutdown()  # ...the pool shuts down before the waiter wakes...
-    pool._abandon(waiter)  # ...and the waiter dies: the object is closed, not parked
+    pool._cancel(waiter)  # ...and the waiter dies: the object is closed, not parked
     s = pool.stats()
     assert counter.closed == [held]
     assert (s["nobjs"], s["nusing"], s["navail"]) == (0, 0, 0)

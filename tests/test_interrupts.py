@@ -26,9 +26,12 @@ Three ways to interrupt, on both twins:
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import itertools
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -451,3 +454,294 @@ def test_injected_interrupt(Pool: Any, backend: ModuleType, name: str, mode: str
     assert not failures, (
         f"{len(failures)} failing injection point(s) ({name}, {mode}):\n" + "\n".join(failures)
     )
+
+
+# ------------------------------------------------------------------ real signals
+
+STORM_SECONDS = 2.0
+STORM_OPS = ["hot", "hot_obj", "get0_full", "wait_served", "proxy"]
+
+
+class Storm:
+    """A SIGALRM every ``period`` seconds whose handler raises KeyboardInterrupt once
+    per arming.  With ``inside_only`` it raises only when the signal lands inside
+    ppp's Python code (a frame of ppp on the stack), so that an interrupt never
+    lands in the test's own bookkeeping between a ``get`` and its use."""
+
+    def __init__(self, inside_only: bool) -> None:
+        self.inside_only = inside_only
+        self.armed = False
+        self.signals = 0
+        self.raised = 0
+        self.outside = 0
+        self.where: dict[str, int] = {}
+        self.phase = ""
+        self.hits: dict[str, int] = {}
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        if not self.armed:
+            return
+        if self.inside_only and not self._inside(frame):
+            self.outside += 1
+            return
+        self.armed = False  # one interrupt per arming
+        self.raised += 1
+        self.hits[self.phase] = self.hits.get(self.phase, 0) + 1
+        if frame is not None:
+            key = _where(frame, "")
+            self.where[key] = self.where.get(key, 0) + 1
+        raise KeyboardInterrupt("SIGALRM")
+
+    @staticmethod
+    def _inside(frame: FrameType | None) -> bool:
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename.startswith(PPP_DIR):
+                return True
+            if filename.startswith(TESTS_DIR):
+                return False  # reached the test's loop (hooks are the test's too)
+            frame = frame.f_back
+        return False
+
+
+def _storm_child(module_name: str, op: str, seconds: float, period: float) -> dict[str, Any]:
+    """In a subprocess: loop on ``op`` under a SIGALRM storm, then check the pool."""
+    import importlib
+
+    backend = importlib.import_module(module_name)
+    Pool = backend.Pool
+    maker = Maker()
+    stop = threading.Event()
+    helpers: list[threading.Thread] = []
+    storm = Storm(inside_only=op == "hot")
+    counts = {"ops": 0, "timeouts": 0, "interrupted": 0, "recovered": 0}
+    proxy: Any = None
+    if op == "proxy":
+        from ppp.proxy import _for_twin
+
+        proxy = _for_twin(backend)(fun=maker.fun, max_size=2, min_size=1, closer=maker.closer)
+        proxy._get_obj()
+        proxy._ret_obj()
+        pool = proxy._pool
+    elif op in ("get0_full", "wait_served"):
+        pool = Pool(maker.fun, max_size=1, min_size=1, closer=maker.closer)
+        gate = threading.Event()
+
+        def holder() -> None:
+            while not stop.is_set():
+                obj = pool.get()
+                if op == "get0_full":
+                    stop.wait()  # hold it for the whole storm
+                else:
+                    gate.wait(0.0005)
+                pool.ret(obj)
+                gate.wait(0.0002)
+
+        thread = threading.Thread(target=holder, name="holder", daemon=True)
+        helpers.append(thread)
+        thread.start()
+        wait_for(lambda: pool.stats()["nusing"] == 1, "the holder holding")
+    else:
+        pool = Pool(maker.fun, max_size=4, min_size=2, closer=maker.closer)
+
+    def one() -> None:
+        if op == "hot":
+            storm.phase = "get"
+            obj = pool.get()
+            storm.phase = "ret"
+            box[0] = obj
+            pool.ret(obj)
+            box[0] = None
+        elif op == "hot_obj":
+            storm.phase = "obj"
+            with pool.obj():
+                pass
+        elif op == "get0_full":
+            storm.phase = "get(0)"
+            with pool.obj(0):
+                pass
+        elif op == "wait_served":
+            storm.phase = "wait"
+            with pool.obj(0.005):
+                pass
+        else:
+            storm.phase = "proxy"
+            _ = proxy.value
+            storm.phase = "proxy_ret"
+            proxy._ret_obj()
+
+    box: list[Any] = [None]
+    previous = signal.signal(signal.SIGALRM, storm.handler)
+    signal.setitimer(signal.ITIMER_REAL, period, period)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                storm.armed = True
+                one()
+                storm.armed = False
+                counts["ops"] += 1
+            except KeyboardInterrupt:
+                storm.armed = False
+                counts["interrupted"] += 1
+                obj = box[0]
+                if obj is not None:  # interrupted in ret: did it take effect?
+                    box[0] = None
+                    if obj.n in {item["n"] for item in pool.stats()["using"]}:
+                        counts["recovered"] += 1
+                        pool.ret(obj)
+            except TimeOut:
+                storm.armed = False
+                counts["timeouts"] += 1
+    finally:
+        storm.armed = False
+        signal.signal(signal.SIGALRM, lambda *_: None)
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    stop.set()
+    for thread in helpers:
+        thread.join(LOCK_DEADLINE_CHILD)
+        if thread.is_alive():
+            from invariants import dump_all
+
+            dump_all("helper still blocked after the storm")
+            raise AssertionError("a helper thread is blocked in the pool after the storm")
+    if proxy is not None:
+        proxy._ret_obj()
+    report = dict(counts, signals=storm.signals, raised=storm.raised, outside=storm.outside)
+    report["hits"] = storm.hits
+    report["where"] = dict(sorted(storm.where.items(), key=lambda kv: -kv[1])[:12])
+    print(json_dumps(report), flush=True)
+    check_pool(pool, [], maker)
+    pool.shutdown()
+    return report
+
+
+LOCK_DEADLINE_CHILD = 10.0
+
+
+def json_dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("op", STORM_OPS)
+def test_signal_storm(backend: ModuleType, op: str) -> None:
+    """SIGALRM every 0.7 ms for 2 s, its handler raising KeyboardInterrupt, while the
+    main thread loops on ``op``; then every invariant holds (run in a subprocess:
+    a pool that deadlocks its own main thread shows as a stack dump)."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no setitimer on this platform")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(PPP_DIR), TESTS_DIR]))
+    argv = [sys.executable, "-X", "dev", os.path.abspath(__file__), "storm", backend.__name__, op]
+    try:
+        proc = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=STORM_SECONDS + 60
+        )
+    except subprocess.TimeoutExpired as exc:  # pragma: no cover - faulthandler exits first
+        pytest.fail(f"storm child hung: {exc.stderr!r}")
+    out = proc.stdout.strip().splitlines()
+    print(f"storm {backend.__name__} {op}: {out[-1] if out else '(no report)'}")
+    assert proc.returncode == 0, (
+        f"storm on {op} broke the pool (exit {proc.returncode}):\n"
+        f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
+
+
+# ------------------------------------------------------ asynchronous exceptions
+
+
+def test_async_exceptions_into_threads(Pool: Any) -> None:
+    """KeyboardInterrupt thrown into 8 threads (PyThreadState_SetAsyncExc, as
+    timeout libraries and debuggers do) hammering the pool at a 1 µs switch
+    interval, several rounds; after each round every invariant holds."""
+    set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_async.argtypes = (ctypes.c_ulong, ctypes.py_object)
+    set_async.restype = ctypes.c_int
+    clear_async = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+        ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
+    )
+    maker = Maker()
+    pool = Pool(maker.fun, max_size=4, min_size=2, closer=maker.closer)
+    old = sys.getswitchinterval()
+    faulthandler.dump_traceback_later(120, exit=False)
+    totals = {"ops": 0, "interrupted": 0, "timeouts": 0, "escaped": 0}
+    lock = threading.Lock()
+    try:
+        for rnd in range(4):
+            stop = threading.Event()
+            inside = [False] * 8
+
+            def worker(i: int, stop: threading.Event = stop, inside: list[bool] = inside) -> None:
+                mine = {"ops": 0, "interrupted": 0, "timeouts": 0, "escaped": 0}
+                try:
+                    while True:
+                        try:
+                            while not stop.is_set():
+                                try:
+                                    inside[i] = True  # the main thread may throw now
+                                    with pool.obj(None if i % 2 else 0.001):
+                                        pass
+                                    mine["ops"] += 1
+                                except KeyboardInterrupt:
+                                    mine["interrupted"] += 1
+                                except TimeOut:
+                                    mine["timeouts"] += 1
+                            break
+                        except KeyboardInterrupt:
+                            mine["escaped"] += 1
+                finally:
+                    with lock:
+                        for key, value in mine.items():
+                            totals[key] += value
+
+            threads = [
+                threading.Thread(target=worker, args=(i,), name=f"w{rnd}.{i}", daemon=True)
+                for i in range(8)
+            ]
+            sys.setswitchinterval(1e-6)
+            for thread in threads:
+                thread.start()
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                for i, thread in enumerate(threads):
+                    # one exception per operation started: then none can be pending
+                    # when a worker handles one outside its innermost try
+                    if inside[i] and thread.ident is not None:
+                        inside[i] = False
+                        set_async(thread.ident, KeyboardInterrupt)
+                time.sleep(0.0002)
+            for thread in threads:  # drop the exceptions not delivered yet
+                if thread.ident is not None:
+                    clear_async(thread.ident, None)
+            stop.set()
+            deadline = time.monotonic() + WAITER_TIMEOUT
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            sys.setswitchinterval(old)
+            stuck = [t.name for t in threads if t.is_alive()]
+            if stuck:
+                WEDGED.append(pool)
+                from invariants import dump_all
+
+                dump_all(f"round {rnd}: threads stuck")
+                pytest.fail(f"round {rnd}: threads {stuck} stuck in the pool (lock held for good?)")
+            try:
+                check_pool(pool, [], maker)
+            except Hang:
+                WEDGED.append(pool)
+                raise
+            print(f"round {rnd}: {totals}")
+    finally:
+        sys.setswitchinterval(old)
+        faulthandler.cancel_dump_traceback_later()
+    assert totals["interrupted"] > 0, f"no interrupt ever landed inside the pool: {totals}"
+    pool.shutdown()
+
+
+if __name__ == "__main__":  # pragma: no cover - the storm subprocess
+    if sys.argv[1] == "storm":
+        faulthandler.dump_traceback_later(STORM_SECONDS + 15, exit=True)
+        _storm_child(sys.argv[2], sys.argv[3], STORM_SECONDS, 0.0007)

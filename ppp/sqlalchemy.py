@@ -192,6 +192,11 @@ class PPPPool(_SAPool):
         """ppp hooks see the record; the user's take the DB-API connection."""
         health = options.get("health")
         if health is True:
+            if not hasattr(self._dialect, "do_ping"):
+                raise exc.ArgumentError(
+                    "ppp_kwargs: health=True pings with the dialect's do_ping: "
+                    "create the pool with create_engine(), or pass dialect="
+                )
             options["health"] = self._ping
         elif callable(health):
             options["health"] = lambda rec, f=health: (

@@ -60,7 +60,7 @@ PG_DSN = os.environ.get(
 STORM_FORKS = 100
 STORM_BATCH = 10
 STORM_CHILD_TIMEOUT = 10.0
-BIG_IDLE = 50_000
+BIG_IDLE = 20_000
 FIGURES: dict[str, Any] = {}  # the storm figures, printed for the report
 
 
@@ -361,10 +361,6 @@ def test_after_fork_hook(Pool: Any) -> None:
             raise RuntimeError("after_fork failed on purpose")
 
     pool = Pool(made.fun, max_size=6, min_size=0, after_fork=after_fork)
-    mine = pool.get()
-    idle = [pool.get(), pool.get()]
-    for o in idle:
-        pool.ret(o)
     got = threading.Event()
     release = threading.Event()
     theirs: list[Obj] = []
@@ -378,6 +374,10 @@ def test_after_fork_hook(Pool: Any) -> None:
     t = threading.Thread(target=holder)
     t.start()
     assert got.wait(10)
+    mine = pool.get()
+    idle = [pool.get(), pool.get()]
+    for o in idle:
+        pool.ret(o)
     inherited = {id(o) for o in [mine, *idle, *theirs]}
     assert len(inherited) == 4
 
@@ -658,11 +658,118 @@ def test_parent_untouched(Pool: Any) -> None:
         for t in threads:
             t.join(10)
     stats = pool.stats()
-    assert stats["nusing"] == 0 and stats["navail"] == stats["nobjs"] == 5, stats
+    assert stats["nusing"] == 0 and stats["navail"] == stats["nobjs"] == 3, stats
     assert stats["nbad_returns"] == 0
     assert made.closed == []
     assert not foreign(made.made)
     pool.shutdown()
+
+
+def test_shut_down_pool_stays_shut_down_in_child(Pool: Any) -> None:
+    """A pool shut down before the fork does not come back to life in the child."""
+    made = Made()
+    pool = Pool(made.fun, max_size=2, min_size=1, max_avail_delay=0.05)
+    held = pool.get()
+    pool.shutdown()
+
+    def child(link: Link) -> Any:
+        with pytest.raises(PoolException):
+            pool.get(0)
+        time.sleep(0.1)  # a housekeeper or a refill would create objects meanwhile
+        assert made.mine() == [], f"the child created {made.mine()}"
+        assert pool.stats()["shutdown"] is True
+        return True
+
+    assert forkkit.run(child)
+    pool.ret(held)
+
+
+def test_fork_inside_a_lease(Pool: Any) -> None:
+    """Forked inside ``with pool.obj() as obj:``: the child leaving the block does
+    not put the parent's object into its pool."""
+    made = Made()
+    pool = Pool(made.fun, max_size=2, min_size=0)
+    lease = pool.obj()
+    obj = lease.__enter__()
+
+    def child(link: Link) -> Any:
+        lease.__exit__(None, None, None)  # what leaving the with block does
+        objs = [get_own(pool), get_own(pool)]
+        stats = pool.stats()
+        assert (stats["nobjs"], stats["nusing"]) == (2, 2), stats
+        for o in objs:
+            pool.ret(o)
+        return True
+
+    try:
+        assert forkkit.run(child)
+    finally:
+        lease.__exit__(None, None, None)
+    assert pool.get(0) is obj
+    pool.ret(obj)
+    pool.shutdown()
+
+
+EXIT_SCRIPT = """
+import importlib, json, os, sys
+
+twin, variant = sys.argv[1], sys.argv[2]
+Pool = importlib.import_module(twin).Pool
+r, w = os.pipe()
+
+
+def closer(obj):
+    os.write(w, (json.dumps([os.getpid(), obj["pid"]]) + "\\n").encode())
+
+
+pool = Pool(lambda n: {"pid": os.getpid(), "n": n}, max_size=4, min_size=2, closer=closer)
+held = pool.get()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    if variant == "used":
+        objs = [pool.get(1.0) for _ in range(3)]
+        for obj in objs:
+            pool.ret(obj)
+    sys.exit(0)  # a normal exit: threads, atexit hooks, finalizers
+os.close(w)
+_, status = os.waitpid(pid, 0)
+calls = [json.loads(line) for line in os.read(r, 1 << 20).decode().splitlines()]
+print(json.dumps({"child": pid, "status": os.waitstatus_to_exitcode(status), "calls": calls}))
+pool.ret(held)
+pool.shutdown()
+"""
+
+
+@pytest.mark.parametrize("variant", ["unused", "used"])
+def test_child_interpreter_exit_closes_nothing_of_the_parent(
+    backend: ModuleType, variant: str
+) -> None:
+    """A child that exits normally (a gunicorn worker does: threads joined, atexit
+    hooks, finalizers) closes no object of its parent's, whether it used the pool
+    or not; the objects it made itself are closed at its exit."""
+    import subprocess
+
+    here = Path(str(backend.__file__)).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", EXIT_SCRIPT, backend.__name__, variant],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 0, done.stderr
+    child = report["child"]
+    in_child = [objpid for pid, objpid in report["calls"] if pid == child]
+    assert child not in [pid for pid, _ in report["calls"] if pid != child]
+    assert all(objpid == child for objpid in in_child), (
+        f"the child's exit closed its parent's objects: {report['calls']}"
+    )
+    if variant == "used":
+        assert len(in_child) == 3, f"the child's own idle objects are closed at exit: {report}"
 
 
 # ---------------------------------------------------------------- storms
@@ -705,9 +812,11 @@ def test_fork_storm_under_get_ret(Pool: Any, backend: ModuleType, threads: int) 
 
 
 def test_fork_storm_during_housekeeping_scan(Pool: Any, backend: ModuleType) -> None:
-    """>= 100 forks while the housekeeper keeps scanning 50,000 idle objects (every
-    idle object is looked at for expiry each round, under the lock; the delays are
-    long enough that none expires, so the list stays large) and threads hammer."""
+    """>= 100 forks while the housekeeper keeps scanning BIG_IDLE idle objects
+    (each round looks at every idle object for expiry, under the lock; the delays
+    are long enough that none expires, so the list stays large) and threads
+    hammer.  20,000 rather than 50,000: a child's reset touches every inherited
+    object (copy-on-write), ~0.3 s per child at 50,000, too slow for 100 forks."""
     made = Made()
     pool = Pool(
         made.fun,
@@ -889,6 +998,90 @@ def test_proxy_objects_of_other_parent_threads_never_come_back(Proxy: Any) -> No
     assert stats["nusing"] == 0 and stats["navail"] == 5 and stats["nbad_returns"] == 0, stats
     assert made.closed == []
     pool.shutdown()
+
+
+def test_proxy_holder_freed_in_fork_with_the_pool_lock_held(Proxy: Any) -> None:
+    """The deterministic form of the storm below.  A parent thread holds a proxy
+    object, another holds the pool's lock (the twins' ``_acquire``) at the fork.
+    In the child, CPython frees the dead threads' locals inside ``os.fork()``,
+    before any fork handler runs: the holder's end-of-thread return must neither
+    block on that lock (the child would hang inside ``fork``) nor give the
+    parent's object to the child's pool."""
+    made = Made()
+    db = Proxy(fun=made.fun, max_size=2)
+    pool = db._pool
+    got = threading.Event()
+    locked = threading.Event()
+    release = threading.Event()
+
+    def user() -> None:
+        db._get_obj()
+        got.set()
+        release.wait(60)
+        db._ret_obj()
+
+    def locker() -> None:
+        pool._acquire()
+        try:
+            locked.set()
+            release.wait(60)
+        finally:
+            pool._release()
+
+    threads = [threading.Thread(target=user), threading.Thread(target=locker)]
+    threads[0].start()
+    assert got.wait(10)
+    threads[1].start()
+    assert locked.wait(10)
+
+    def child(link: Link) -> Any:
+        gc.collect()
+        objs = [get_own(pool), get_own(pool)]
+        assert pool.stats()["nbad_returns"] == 0
+        for o in objs:
+            pool.ret(o)
+        assert db.pid == os.getpid()
+        return True
+
+    try:
+        out = forkkit.start(child, timeout=10.0).finish()
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+    assert out.ok, out.describe()
+    stats = pool.stats()
+    assert (stats["nusing"], stats["nbad_returns"]) == (0, 0), stats
+    pool.shutdown()
+
+
+def test_fork_inside_a_proxy_lease(Proxy: Any) -> None:
+    """Forked inside the README's ``with db._obj() as conn:``: in the child, leaving
+    the block returns nothing to the child's pool, and the next use is fresh."""
+    made = Made()
+    db = Proxy(fun=made.fun, max_size=2, closer=made.close)
+    lease = db._obj()
+    obj = lease.__enter__()
+
+    def child(link: Link) -> Any:
+        logs = LogRecords()
+        lease.__exit__(None, None, None)  # what leaving the with block does
+        stats = db._pool.stats()
+        assert stats["nbad_returns"] == 0 and stats["navail"] <= 1, stats
+        assert db.pid == os.getpid()
+        db._ret_obj()
+        assert not foreign([db._pool.get(0) for _ in range(db._pool.stats()["navail"])])
+        assert made.closed == []
+        assert not any("ignoring return" in t for t in logs.texts()), logs.texts()
+        return True
+
+    try:
+        assert forkkit.run(child)
+    finally:
+        lease.__exit__(None, None, None)
+    assert db._get_obj() is obj
+    db._ret_obj()
+    db._pool.shutdown()
 
 
 def test_proxy_fork_storm_with_thread_churn(Proxy: Any, backend: ModuleType) -> None:

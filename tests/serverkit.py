@@ -293,6 +293,9 @@ class Server:
 # ------------------------------------------------------------------ the load
 
 
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 @dataclass
 class LoadResult:
     requests: int = 0
@@ -304,6 +307,7 @@ class LoadResult:
     wrong_samples: list[str] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     error_kinds: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
     # backend pid -> server pids that reported using it (a backend seen by two
     # processes is a connection shared across a fork)
     backends: dict[int, set[int]] = field(default_factory=dict)
@@ -321,6 +325,7 @@ class LoadResult:
         return (
             f"{self.requests} requests in {self.seconds:.1f} s ({self.rps:.0f}/s): "
             f"{self.errors} errors {self.error_kinds}, {self.wrong} wrong rows, "
+            f"{self.retries} retried on a closed keep-alive connection, "
             f"{len(self.server_pids)} server pids, {len(self.backends)} backends "
             f"({self.shared_backends} seen by two processes)"
         )
@@ -370,8 +375,21 @@ def load(
                 if rng.randrange(reconnect) == 0:
                     conn.close()
                 try:
-                    conn.request(method, path.format(id=i))
-                    resp = conn.getresponse()
+                    try:
+                        reused = conn.sock is not None
+                        conn.request(method, path.format(id=i))
+                        resp = conn.getresponse()
+                    except STALE:
+                        # A kept-alive connection the server closed meanwhile (a
+                        # worker recycled): retried once on a new connection, as
+                        # HTTP clients do for idempotent requests.
+                        conn.close()
+                        if not reused or method != "GET":
+                            raise
+                        with lock:
+                            res.retries += 1
+                        conn.request(method, path.format(id=i))
+                        resp = conn.getresponse()
                     body = resp.read()
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
@@ -770,15 +788,18 @@ def bouncer_role(table: RowTable, dsn: str = PG_DSN) -> Iterator[str]:
 
 _FORK_PROBE = """
 import os, ppp
-pool = ppp.Pool(lambda n: {"pid": os.getpid()}, max_size=2, min_size=1)
+class Made:
+    def __init__(self, n):
+        self.pid = os.getpid()
+pool = ppp.Pool(Made, max_size=2, min_size=1)
 pool.ret(pool.get())
-db = ppp.Proxy(fun=lambda n: {"pid": os.getpid()}, max_size=2)
+db = ppp.Proxy(fun=Made, max_size=2)
 with db._obj() as conn:
     pass
 pid = os.fork()
 if pid == 0:
     try:
-        ok = pool.get(timeout=2)["pid"] == os.getpid() and db._get_obj(2)["pid"] == os.getpid()
+        ok = pool.get(timeout=2).pid == os.getpid() and db._get_obj(2).pid == os.getpid()
         os._exit(0 if ok else 1)
     except BaseException:
         os._exit(2)

@@ -42,6 +42,7 @@ sa = pytest.importorskip("sqlalchemy")
 from sqlalchemy import event, exc, text  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
 from sqlalchemy.pool import QueuePool  # noqa: E402
+from sqlalchemy.pool.base import _ConnDialect  # noqa: E402
 
 from ppp.sqlalchemy import PPPPool  # noqa: E402
 
@@ -640,6 +641,287 @@ def make_pool(Pool: Any, creator: Creator) -> Iterator[Callable[..., Any]]:
 
     yield make
     for pool in pools:
+        pool.dispose()
+
+
+class Traced:
+    """A creator whose connections write what happens to them into one trace."""
+
+    def __init__(self, trace: list[Any]) -> None:
+        self.trace = trace
+        self.made: list[FakeDBAPIConnection] = []
+        self.fail = False
+
+    def __call__(self) -> Any:
+        if self.fail:
+            self.trace.append(("connect failed",))
+            raise OSError("connect failed")
+        conn = TracedConnection(len(self.made), self.trace)
+        self.made.append(conn)
+        return conn
+
+
+class TracedConnection(FakeDBAPIConnection):
+    def __init__(self, n: int, trace: list[Any]) -> None:
+        super().__init__(n)
+        self.trace = trace
+
+    def rollback(self) -> None:
+        self.trace.append((self.n, "rollback"))
+
+    def commit(self) -> None:
+        self.trace.append((self.n, "commit"))
+
+    def close(self) -> None:
+        self.trace.append((self.n, "close"))
+        self.closed = True
+
+
+def trace_events(pool: Any, trace: list[Any]) -> None:
+    names = (*EVENTS, "first_connect", "detach", "close_detached")
+    for name in names:
+
+        def listener(*args: Any, _name: str = name) -> None:
+            conn = args[0]
+            trace.append((getattr(conn, "n", None), _name))
+
+        event.listen(pool, name, listener)
+
+
+def sizes(pool: Any, trace: list[Any]) -> None:
+    trace.append(("sizes", pool.checkedin(), pool.checkedout(), pool.overflow()))
+
+
+def scenario_dialect(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """PoolDialectTest: rollback and close go through the pool's dialect."""
+
+    class Dialect(_ConnDialect):
+        def do_rollback(self, conn: Any) -> None:
+            trace.append("R")
+            conn.rollback()
+
+        def do_commit(self, conn: Any) -> None:
+            trace.append("C")
+            conn.commit()
+
+        def do_close(self, conn: Any) -> None:
+            trace.append("CL")
+            conn.close()
+
+    pool._dialect = Dialect()
+    pool.connect().close()
+    pool.dispose()
+    again = pool.recreate()
+    again.connect().close()
+    return [again]
+
+
+def scenario_recreated_listeners(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """PoolEventsTest: first_connect, connect, checkout on a pool and its recreation."""
+    trace_events(pool, trace)
+    pool.connect()
+    again = pool.recreate()
+    again.connect()
+    pool.connect()
+    return [again]
+
+
+def scenario_close_on_dispose(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """PoolEventsTest.test_close: 'close' fires for an idle connection at dispose only."""
+    trace_events(pool, trace)
+    c1 = pool.connect()
+    c1.close()
+    trace.append("disposing")
+    pool.dispose()
+    return []
+
+
+def scenario_detach(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_detach, test_detach_close, test_info: detached connections leave the pool."""
+    trace_events(pool, trace)
+    c1 = pool.connect()
+    c1.info["x"] = 1
+    c1.detach()
+    sizes(pool, trace)
+    trace.append(("info kept", c1.info.get("x")))
+    c2 = pool.connect()
+    trace.append(("info of next", dict(c2.info)))
+    c1.close()
+    c2.close()
+    sizes(pool, trace)
+    return []
+
+
+def scenario_soft_invalidate(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_soft_invalidate_event_*, test_recycle_on_soft_invalidate."""
+    trace_events(pool, trace)
+    c1 = pool.connect()
+    c1.invalidate(soft=True)
+    trace.append(("valid after soft", c1.is_valid))
+    c1.close()
+    c1 = pool.connect()
+    c1.close()
+    return []
+
+
+def scenario_invalidate(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_invalidate_event_*, test_recycle_on_invalidate: the record reconnects."""
+    trace_events(pool, trace)
+    errors: list[Any] = []
+    event.listen(pool, "invalidate", lambda conn, rec, err: errors.append(err))
+    c1 = pool.connect()
+    c1.invalidate(ValueError("boom"))
+    c1 = pool.connect()
+    c1.invalidate()
+    c1 = pool.connect()
+    c1.close()
+    sizes(pool, trace)
+    trace.append(("errors", [repr(e) for e in errors]))
+    return []
+
+
+def scenario_gc_checkin(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_checkin_event_gc, test_mixed_close: a dropped checkout is reset and checked in."""
+    trace_events(pool, trace)
+    c1 = pool.connect()
+    c2 = pool.connect()
+    c1.close()
+    del c2
+    gc.collect()
+    sizes(pool, trace)
+    return []
+
+
+def scenario_failed_connect(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_overflow_reset_on_failed_connect: a failed connect gives its slot back."""
+    c1 = pool.connect()
+    creator.fail = True
+    for _ in range(3):
+        try:
+            pool.connect()
+        except OSError:
+            trace.append("raised")
+    sizes(pool, trace)
+    creator.fail = False
+    c2 = pool.connect()
+    sizes(pool, trace)
+    c1.close()
+    c2.close()
+    sizes(pool, trace)
+    return []
+
+
+def scenario_pool_invalidation(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_invalidate (a disconnect on one connection invalidates the older ones)."""
+    trace_events(pool, trace)
+    c1, c2 = pool.connect(), pool.connect()
+    c1.close()
+    time.sleep(0.001)
+    pool._invalidate(c2)
+    c1, c2 = pool.connect(), pool.connect()
+    c1.close()
+    c2.close()
+    return []
+
+
+def scenario_recycle(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """test_recycle: a connection older than recycle is replaced at checkout."""
+    trace_events(pool, trace)
+    pool._recycle = 3600
+    c1 = pool.connect()
+    c1._connection_record.starttime -= 7200
+    c1.close()
+    c1 = pool.connect()
+    c1.close()
+    return []
+
+
+def scenario_reset_styles(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """ResetOnReturnTest: rollback, commit or nothing when a connection comes back."""
+    made = []
+    for reset in ("rollback", "commit", None):
+        other = pool.__class__(creator, pool_size=1, max_overflow=0, reset_on_return=reset)
+        other.connect().close()
+        made.append(other)
+    return made
+
+
+SCENARIOS: dict[str, Callable[[Any, Traced, list[Any]], list[Any]]] = {
+    "dialect": scenario_dialect,
+    "recreated-listeners": scenario_recreated_listeners,
+    "close-on-dispose": scenario_close_on_dispose,
+    "detach": scenario_detach,
+    "soft-invalidate": scenario_soft_invalidate,
+    "invalidate": scenario_invalidate,
+    "gc-checkin": scenario_gc_checkin,
+    "failed-connect": scenario_failed_connect,
+    "pool-invalidation": scenario_pool_invalidation,
+    "recycle": scenario_recycle,
+    "reset-styles": scenario_reset_styles,
+}
+
+
+def run_scenario(name: str, make: Callable[..., Any]) -> list[Any]:
+    trace: list[Any] = []
+    creator = Traced(trace)
+    pool = make(creator, pool_size=2, max_overflow=1, timeout=5)
+    extra = SCENARIOS[name](pool, creator, trace)
+    before = len(trace)
+    for p in (pool, *extra):
+        p.dispose()
+    # each pool closes its idle connections at dispose in its own order
+    return trace[:before] + sorted(trace[before:], key=repr)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_sa_scenario_as_queuepool(name: str, Pool: Any) -> None:
+    """Scenarios after SQLAlchemy's own pool tests: PPPPool's trace (DB-API calls, pool
+    events, sizes) equals QueuePool's (``use_lifo=True``, the order ppp hands out)."""
+
+    def pppool(creator: Any, **kw: Any) -> Any:
+        return PPPPool(creator, ppp_pool_class=Pool, **kw)
+
+    def queuepool(creator: Any, **kw: Any) -> Any:
+        return QueuePool(creator, use_lifo=True, **kw)
+
+    expected = run_scenario(name, queuepool)
+    got = run_scenario(name, pppool)
+    assert got == expected
+    assert got  # the scenario traced something
+
+
+def test_sa_hanging_connect_blocks_nobody(Pool: Any) -> None:
+    """As test_hanging_connect_within_overflow: while one thread's connect hangs, other
+    threads still check out idle connections and give them back."""
+    entered, release = threading.Event(), threading.Event()
+    made: list[FakeDBAPIConnection] = []
+
+    def creator() -> Any:
+        if made and not release.is_set():
+            entered.set()
+            release.wait(60)
+        conn = FakeDBAPIConnection(len(made))
+        made.append(conn)
+        return conn
+
+    pool: Any = PPPPool(creator, pool_size=2, max_overflow=1, timeout=30, ppp_pool_class=Pool)
+    try:
+        held = pool.connect()  # the first connection: no hang
+        hanging = threading.Thread(target=lambda: pool.connect().close())
+        hanging.start()
+        assert entered.wait(30)  # the second connect hangs (an overflow slot is free)
+        held.close()
+        for _ in range(20):  # meanwhile the idle one goes round
+            other = pool.connect()
+            assert other.dbapi_connection is made[0]
+            other.close()
+        assert hanging.is_alive()
+        release.set()
+        hanging.join(30)
+        stats = pool.ppp_stats()
+        assert stats["nusing"] == 0 and stats["nobjs"] <= 3 and stats["nwaits"] == 0
+    finally:
+        release.set()
         pool.dispose()
 
 

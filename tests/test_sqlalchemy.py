@@ -40,7 +40,14 @@ from ppp._backend import FALSY
 sa = pytest.importorskip("sqlalchemy")
 
 from sqlalchemy import event, exc, text  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
+from sqlalchemy.orm import (  # noqa: E402
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
 from sqlalchemy.pool import QueuePool  # noqa: E402
 from sqlalchemy.pool.base import _ConnDialect  # noqa: E402
 
@@ -195,7 +202,7 @@ class Base(DeclarativeBase):
 
 
 class Item(Base):
-    __tablename__ = "ppp_sa_items"
+    __tablename__ = f"ppp_sa_items_{os.getpid()}"  # runs in parallel never share it
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
 
@@ -246,6 +253,39 @@ def test_orm_round_trip(engines: Engines) -> None:
     finally:
         Base.metadata.drop_all(engine)
     assert engine.pool.checkedout() == 0
+
+
+def test_orm_sessions_in_threads(engines: Engines) -> None:
+    """A scoped_session per thread, 8 threads writing on a pool of 2 + 1."""
+    engine = engines(pool_size=2, max_overflow=1, pool_timeout=60)
+    Base.metadata.create_all(engine)
+    Scoped = scoped_session(sessionmaker(engine))
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(10):
+                Scoped.add(Item(id=k * 100 + i, name=f"{k}-{i}"))
+                Scoped.commit()
+                assert Scoped.get(Item, k * 100 + i) is not None
+        except BaseException as err:
+            errors.append(err)
+        finally:
+            Scoped.remove()
+
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert errors == []
+        with Session(engine) as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Item)) == 80
+    finally:
+        Base.metadata.drop_all(engine)
+    stats = engine.pool.ppp_stats()
+    assert stats["nusing"] == 0 and stats["nobjs"] <= 3 and stats["ntimeouts"] == 0
 
 
 # ------------------------------------------------------------------ threads

@@ -24,7 +24,7 @@ import math
 import operator
 
 from ._errors import ProxyException
-from ._proxy_py import NOT_INITIALISED
+from ._proxy_py import _NOT_ASYNC_CM, _NOT_AWAITABLE, NOT_INITIALISED, _special
 
 __all__ = ["LOCAL", "SHARED", "UNSET", "ProxyBase"]
 
@@ -174,6 +174,28 @@ cdef class ProxyBase:
 
     def __exit__(self, *exc_info):
         return self._obj().__exit__(*exc_info)
+
+    # asynchronous protocols: looked up on the object's type, as Python does
+
+    def __await__(self):
+        return _special(self._obj(), "__await__", _NOT_AWAITABLE)()
+
+    def __aenter__(self):
+        return _special(self._obj(), "__aenter__", _NOT_ASYNC_CM)()
+
+    def __aexit__(self, *exc_info):
+        return _special(self._obj(), "__aexit__", _NOT_ASYNC_CM)(*exc_info)
+
+    def __aiter__(self):
+        return aiter(self._obj())
+
+    # ``isinstance(x, proxy)`` and ``issubclass(c, proxy)`` for a proxy of a class
+
+    def __instancecheck__(self, instance):
+        return isinstance(instance, self._obj())
+
+    def __subclasscheck__(self, subclass):
+        return issubclass(subclass, self._obj())
 
     def __reduce_ex__(self, protocol):
         raise TypeError(_PICKLE)

@@ -18,7 +18,7 @@ import functools
 import itertools
 import math
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import ProxyException
@@ -172,6 +172,31 @@ class ProxyBase:
     def __exit__(self, *exc_info: Any) -> Any:
         return _obj(self).__exit__(*exc_info)
 
+    # asynchronous protocols: looked up on the object's type, as Python does
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        steps: Generator[Any, None, Any] = _special(_obj(self), "__await__", _NOT_AWAITABLE)()
+        return steps
+
+    def __aenter__(self) -> Awaitable[Any]:
+        entered: Awaitable[Any] = _special(_obj(self), "__aenter__", _NOT_ASYNC_CM)()
+        return entered
+
+    def __aexit__(self, *exc_info: Any) -> Awaitable[Any]:
+        exited: Awaitable[Any] = _special(_obj(self), "__aexit__", _NOT_ASYNC_CM)(*exc_info)
+        return exited
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return aiter(_obj(self))
+
+    # ``isinstance(x, proxy)`` and ``issubclass(c, proxy)`` for a proxy of a class
+
+    def __instancecheck__(self, instance: Any) -> bool:
+        return isinstance(instance, _obj(self))
+
+    def __subclasscheck__(self, subclass: Any) -> bool:
+        return issubclass(subclass, _obj(self))
+
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         raise TypeError(
             "a Proxy cannot be pickled or copied; pickle or copy proxy._get_obj() instead"
@@ -250,6 +275,20 @@ def _obj(self: ProxyBase) -> Any:
         return _g_get(self)()
     except AttributeError:  # nothing in this scope's local yet
         return _ga(self, "_get_obj")()
+
+
+# Python's own wording, formatted with the object's type name
+_NOT_AWAITABLE = "object {} can't be used in 'await' expression"
+_NOT_ASYNC_CM = "{!r} object does not support the asynchronous context manager protocol"
+
+
+def _special(obj: Any, name: str, error: str) -> Callable[..., Any]:
+    """``obj``'s special method ``name``, bound, looked up on its type as Python's
+    protocols do; else the ``TypeError`` Python raises (``error``: its wording)."""
+    method = getattr(type(obj), name, None)
+    if method is None:
+        raise TypeError(error.format(type(obj).__name__))
+    return method.__get__(obj, type(obj))  # type: ignore[no-any-return]
 
 
 def _make_getattribute(own: frozenset[str]) -> Callable[[ProxyBase, str], Any]:

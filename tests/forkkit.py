@@ -99,6 +99,7 @@ def _write_line(fd: int, value: Any) -> None:
 
 def _child(body: Callable[[Link], Any], link: Link, timeout: float, t0: float) -> None:
     code = 70
+    t1 = time.monotonic()
     try:
         faulthandler.dump_traceback_later(timeout, exit=True, file=2)
         try:
@@ -107,7 +108,8 @@ def _child(body: Callable[[Link], Any], link: Link, timeout: float, t0: float) -
             _write_line(link._wfd, {"error": traceback.format_exc()})
             code = 3
         else:
-            _write_line(link._wfd, {"result": value, "seconds": time.monotonic() - t0})
+            now = time.monotonic()
+            _write_line(link._wfd, {"result": value, "seconds": now - t0, "in_child": now - t1})
             code = 0
     except BaseException:  # even the report failed: the exit code tells
         code = 71
@@ -127,7 +129,8 @@ class Outcome:
     result: Any = None
     error: str | None = None
     hung: bool = False
-    seconds: float | None = None  # fork to result, measured in the child
+    seconds: float | None = None  # from just before the fork to the result
+    in_child: float | None = None  # from the child's first line to the result
     messages: list[Any] = field(default_factory=list)
 
     @property
@@ -187,6 +190,7 @@ class Child:
             else:
                 self.outcome.result = item["result"]
                 self.outcome.seconds = item["seconds"]
+                self.outcome.in_child = item["in_child"]
 
     def recv(self) -> Any:
         """The child's next ``link.send`` value; fails the test if it ends or hangs first."""
@@ -280,13 +284,15 @@ def check_all(outcomes: list[Outcome], what: str) -> None:
 
 
 def figures(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Child durations (fork to result) for the report."""
-    times = sorted(o.seconds for o in outcomes if o.seconds is not None)
-    return {
-        "children": len(outcomes),
-        "median_s": round(statistics.median(times), 4) if times else None,
-        "max_s": round(times[-1], 4) if times else None,
-    }
+    """Child durations for the report: from just before the fork (the parent's GIL
+    wait and the fork itself included) and in the child alone, median and max."""
+    data: dict[str, Any] = {"children": len(outcomes)}
+    for key in ("seconds", "in_child"):
+        times = sorted(t for t in (getattr(o, key) for o in outcomes) if t is not None)
+        if times:
+            data[f"{key}_median"] = round(statistics.median(times), 4)
+            data[f"{key}_max"] = round(times[-1], 4)
+    return data
 
 
 # ------------------------------------------------------------------ the parent's guard

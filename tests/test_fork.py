@@ -408,12 +408,29 @@ def test_after_fork_hook(Pool: Any) -> None:
 
 
 def test_housekeeping_runs_in_child(Pool: Any) -> None:
+    """Expiry and health checks run in the child, on the child's objects only; the
+    objects expired there are the child's and are closed there."""
     made = Made()
-    pool = Pool(made.fun, max_size=0, min_size=1, max_avail_delay=0.05, delay=0.01)
+    checked: list[tuple[int, Obj]] = []
+
+    def health(obj: Obj) -> bool:
+        checked.append((os.getpid(), obj))
+        return True
+
+    pool = Pool(
+        made.fun,
+        max_size=0,
+        min_size=1,
+        max_avail_delay=0.05,
+        delay=0.01,
+        health=health,
+        closer=made.close,
+    )
     objs = [pool.get() for _ in range(3)]
     for o in objs:
         pool.ret(o)
     wait_until("the parent's housekeeper runs", lambda: pool.stats()["hk_rounds"] >= 2)
+    held = pool.get()  # and one in use by the parent at the fork
 
     def child(link: Link) -> Any:
         assert threading.active_count() == 1, "the fork handler must not start threads"
@@ -424,12 +441,17 @@ def test_housekeeping_runs_in_child(Pool: Any) -> None:
         wait_until("hk_rounds grows in the child", lambda: pool.stats()["hk_rounds"] >= start + 3)
         # three idle objects, min_size 1: two expire after max_avail_delay
         wait_until("idle objects expire in the child", lambda: pool.stats()["nrecycled"] >= 2)
+        wait_until("health checks run in the child", lambda: pool.stats()["hc_rounds"] >= 2)
         stats = pool.stats()
         assert stats["nobjs"] >= 1
-        assert stats["hk_errors"] == 0
+        assert stats["hk_errors"] == 0 and stats["hc_errors"] == 0
+        here = [obj for pid, obj in checked if pid == os.getpid()]
+        assert here and not foreign(here), f"health checked {foreign(here)} in the child"
+        assert len(made.closed) >= 2 and not foreign(made.closed), made.closed
         return stats["nrecycled"]
 
     assert forkkit.run(child) >= 2
+    pool.ret(held)
     pool.shutdown()
 
 

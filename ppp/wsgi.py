@@ -106,7 +106,8 @@ class RequestScope:
         if isinstance(wrapper, type) and isinstance(result, wrapper):
             self.release()  # a file the server sends: no application code runs any more
             return result
-        return _Response(self, result, token)
+        kind = _SizedResponse if hasattr(result, "__len__") else _Response
+        return kind(self, result, token)
 
     def release(self) -> None:
         """Give back the current thread's objects now (``_ret_obj()`` on each proxy)."""
@@ -170,3 +171,13 @@ class _Response:
             self.close()
         except Exception:
             log.exception("request scope: closing a response the server dropped failed")
+
+
+class _SizedResponse(_Response):
+    """A response whose iterable has a length (a list): servers such as waitress
+    set ``Content-Length`` from a one-item list, so the length shows through."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]

@@ -168,6 +168,17 @@ def test_client_requests_give_back(env: Env) -> None:
     env.check_done()
 
 
+def test_length_shows_through(env: Env) -> None:
+    app = RequestScope(forgetful_app(env), env.db)
+    listed = app({"PATH_INFO": "/row"}, no_headers)
+    assert len(listed) == 1  # type: ignore[arg-type]  # servers use it for Content-Length
+    listed.close()  # type: ignore[attr-defined]
+    streamed = app({"PATH_INFO": "/stream"}, no_headers)
+    assert not hasattr(streamed, "__len__")
+    streamed.close()  # type: ignore[attr-defined]
+    env.check_done()
+
+
 def test_errors_give_back(env: Env) -> None:
     app = RequestScope(forgetful_app(env), env.db)
     environ = {"PATH_INFO": "/boom", "REQUEST_METHOD": "GET"}

@@ -1348,6 +1348,14 @@ def test_echo_pool_logs_under_sqlalchemy_pool(
     assert any("Pool disposed" in r.getMessage() for r in caplog.records)
 
 
+def test_asyncio_engines_are_refused(Pool: Any) -> None:
+    pytest.importorskip("greenlet")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    with pytest.raises(exc.ArgumentError, match="cannot be used with asyncio engine"):
+        create_async_engine(PG_URL.replace("+psycopg:", "+psycopg_async:"), poolclass=PPPPool)
+
+
 def test_import_ppp_does_not_import_sqlalchemy() -> None:
     code = "import sys, ppp; assert 'sqlalchemy' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,205 @@
+"""Throughput of get+ret pairs by 1, 2, 4, 8 threads (issue 14: the free-threaded build).
+
+Each case runs ``nthreads`` threads that each do get+ret pairs in a tight loop
+on a pool of ``nthreads`` objects ("all": one each) or of half as many
+("half": they wait for each other).  ppp runs on both twins through the tests'
+``backend`` fixture; ``queue.SimpleQueue`` (get, put back) is the reference:
+the fastest thread-safe hand-over CPython has, one C call each way.  A round
+lasts about ``ROUND_S`` seconds; the figure is the median of ``ROUNDS`` rounds,
+in pairs per second over all threads.  At the end the module prints a table
+(and writes it to bench/results/ft-<interpreter>.md).
+
+Run on the free-threaded build with the GIL off by ``make bench-ft``; it runs on
+any build (``.venv/bin/python -m pytest bench/bench_ft.py -p no:cacheprovider``),
+which gives the same table with the GIL.  Under ``--benchmark-disable`` (the
+smoke run of ``make bench-smoke``) each case runs one short round.
+"""
+
+from __future__ import annotations
+
+import platform
+import queue
+import statistics
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+THREADS = (1, 2, 4, 8)
+ROUNDS = 5
+ROUND_S = 0.3  # target length of one round
+UNROLL = 10  # pairs written out per loop iteration
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: (impl, nthreads, nobjs) -> median pairs/s
+_measured: dict[tuple[str, int, int], float] = {}
+
+
+def interpreter() -> str:
+    """What runs the benchmark, e.g. ``CPython 3.13.15t, GIL off``."""
+    ft = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    gil = True if is_enabled is None else bool(is_enabled())
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}{'t' if ft else ''}, "
+        f"GIL {'on' if gil else 'off'}"
+    )
+
+
+def _loop(get: Callable[[], Any], ret: Callable[[Any], None], n: int) -> None:
+    for _ in range(n // UNROLL):
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+        o = get()
+        ret(o)
+
+
+def run_round(get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, n: int) -> float:
+    """Seconds for ``nthreads`` threads to do ``n`` pairs each, all started together."""
+    barrier = threading.Barrier(nthreads + 1)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(30)
+            _loop(get, ret, n)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(nthreads)]
+    for t in threads:
+        t.start()
+    barrier.wait(30)
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def measure(
+    get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, smoke: bool
+) -> float:
+    """Median pairs/s over the rounds; each round sized to last about ROUND_S."""
+    n = UNROLL * 20
+    if smoke:
+        run_round(get, ret, nthreads, n)
+        return 0.0
+    while True:  # calibrate: double until a round lasts a tenth of ROUND_S
+        elapsed = run_round(get, ret, nthreads, n)
+        if elapsed >= ROUND_S / 10:
+            break
+        n *= 2
+    n = max(UNROLL, int(n * ROUND_S / elapsed) // UNROLL * UNROLL)
+    rates = [nthreads * n / run_round(get, ret, nthreads, n) for _ in range(ROUNDS)]
+    return statistics.median(rates)
+
+
+CASES = [(t, t) for t in THREADS] + [(t, t // 2) for t in THREADS if t > 1]
+IDS = [f"{t}threads-{o}objs" for t, o in CASES]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print the module's results as one table once every case ran."""
+    yield
+    if not _measured:
+        return
+    text = render()
+    RESULTS.mkdir(exist_ok=True)
+    name = interpreter().split(",")[0].replace(" ", "-").lower()
+    gil = "gil-off" if "GIL off" in interpreter() else "gil-on"
+    (RESULTS / f"ft-{name}-{gil}.md").write_text(text + "\n")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        for line in text.splitlines():
+            reporter.write_line(line)
+
+
+def render() -> str:
+    """A markdown table: pairs/s per case and implementation, ratios to SimpleQueue."""
+    impls = [i for i in ("SimpleQueue", "cython", "python") if any(k[0] == i for k in _measured)]
+    head = "| threads | objects | " + " | ".join(impls) + " |"
+    rule = "|---|---|" + "---|" * len(impls)
+    lines = [f"get+ret pairs per second, all threads ({interpreter()}, median of {ROUNDS})", ""]
+    lines += [head, rule]
+    for t, o in CASES:
+        ref = _measured.get(("SimpleQueue", t, o))
+        cells = []
+        for impl in impls:
+            v = _measured.get((impl, t, o))
+            if v is None:
+                cells.append("")
+            elif impl == "SimpleQueue" or not ref:
+                cells.append(f"{v / 1e3:,.0f}k")
+            else:
+                cells.append(f"{v / 1e3:,.0f}k ({v / ref:.2f}×)")
+        lines.append(f"| {t} | {o} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for impl in impls:
+        one, two = _measured.get((impl, 1, 1)), _measured.get((impl, 2, 2))
+        if one and two:
+            lines.append(f"- {impl}: 2 threads on 2 objects = {two / one:.2f}× 1 thread on 1")
+    return "\n".join(lines)
+
+
+def _smoke(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("benchmark_disable", default=False))
+
+
+# bench/conftest.py runs the reference (``peer`` SimpleQueue) of each case first,
+# then both twins, close together in time.
+@pytest.mark.parametrize("peer", ["SimpleQueue"])
+@pytest.mark.parametrize(("nthreads", "nobjs"), CASES, ids=IDS)
+def test_ft_pairs_peer(
+    request: pytest.FixtureRequest, peer: str, nthreads: int, nobjs: int
+) -> None:
+    q: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    objs = [[i] for i in range(nobjs)]
+    for o in objs:
+        q.put(o)
+    rate = measure(q.get, q.put, nthreads, _smoke(request))
+    assert q.qsize() == nobjs  # nothing lost
+    if rate:
+        _measured["SimpleQueue", nthreads, nobjs] = rate
+
+
+@pytest.mark.parametrize(("nthreads", "nobjs"), CASES, ids=IDS)
+def test_ft_pairs_ppp(
+    request: pytest.FixtureRequest, backend: ModuleType, nthreads: int, nobjs: int
+) -> None:
+    pool = backend.Pool(lambda n: [n], max_size=nobjs, min_size=nobjs)
+    try:
+        rate = measure(pool.get, pool.ret, nthreads, _smoke(request))
+        s = pool.stats()
+        assert (s["nobjs"], s["nusing"], s["ncreated"]) == (nobjs, 0, nobjs), s
+    finally:
+        pool.shutdown()
+    if rate:
+        impl = "python" if backend.__name__.endswith("_py") else "cython"
+        _measured[impl, nthreads, nobjs] = rate

@@ -3,9 +3,9 @@
 ``check_pool(pool, held)`` is called with no thread inside the pool.  Using only the
 public API it checks that:
 
-- the pool's lock is free: ``stats()`` and a ``get(0)``/``ret`` pair, run from
-  another thread, complete within a deadline (else every thread's stack is dumped
-  and the check fails);
+- the pool's lock is free: ``stats()`` and then a ``get(0)``/``ret`` pair, run
+  from another thread, complete within a deadline (else every thread's stack is
+  dumped and the check fails);
 - the counts are exact: ``nobjs == navail + nusing + nborrowed`` with nothing
   borrowed, pending or waiting, ``nusing`` equal to the objects the caller holds,
   ``nobjs == ncreated - ndestroys``, the ``avail``/``using`` lists match the counts;
@@ -111,15 +111,17 @@ def call_with_deadline(
     return result[0]  # type: ignore[no-any-return]
 
 
-def _probe(pool: Any) -> None:
-    """A get(0)/ret pair: proves the lock is free (a TimeOut is fine: the pool is full)."""
+def _probe(pool: Any) -> Any:
+    """A get(0)/ret pair: proves the lock is free (a TimeOut is fine: the pool is full).
+    Returns the object it got, if any."""
     from ppp import PPPException
 
     try:
         obj = pool.get(0)
     except PPPException:
-        return
+        return None
     pool.ret(obj)
+    return obj
 
 
 def brief(s: dict[str, Any]) -> str:
@@ -207,8 +209,9 @@ def check_pool(
     caller holds (in use).  ``usable=False`` skips taking every slot (a pool
     that is shut down serves nothing)."""
     held = list(held)
-    call_with_deadline(lambda: _probe(pool), "get(0)/ret", deadline, dump)
-    s = check_counts(pool, held, maker, deadline, dump)
+    s = check_counts(pool, held, maker, deadline, dump)  # before anything changes them
+    probed = call_with_deadline(lambda: _probe(pool), "get(0)/ret", deadline, dump)
+    assert not getattr(probed, "closed", False), f"get(0) handed out a closed object: {probed}"
     if not usable or s["shutdown"]:
         return
     want = s["max_size"] - len(held) if s["max_size"] else max(s["navail"], spare)

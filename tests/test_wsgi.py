@@ -269,7 +269,7 @@ def test_bad_arguments() -> None:
 # ------------------------------------------------------------------ a Flask app
 
 
-def forgetful_flask(env: Env, install: Callable[[Any], None]) -> Any:
+def forgetful_flask(env: Env, install: Callable[[Any], None]) -> flask.Flask:
     db = env.db
     app = flask.Flask(__name__)
     install(app)
@@ -523,3 +523,49 @@ def test_asgi_refuses_thread_proxies(env: Env) -> None:
 
     with pytest.raises(ValueError, match="VERSATILE"):
         AsyncRequestScope(app, env.db)
+
+
+# ------------------------------------------------------------------ metrics, served
+
+
+def test_flask_serves_the_pool_metrics(env: Env) -> None:
+    """A Flask app with PoolReturn serves ppp.prometheus at /metrics on the real
+    server; after the load, the scrape agrees with stats()."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ppp.prometheus import PoolCollector
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(PoolCollector({"db": env.db}))
+    app = forgetful_flask(env, PoolReturn(None, env.db).init_app)
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        return flask.Response(
+            prometheus_client.generate_latest(registry),
+            mimetype=prometheus_client.CONTENT_TYPE_LATEST,
+        )
+
+    server = Running(app)
+    try:
+        load(server, ["/row", "/stream", "/boom"], clients=6, rounds=10)
+        wait_for("the server to finish", lambda: server.server.done() == 60)
+        env.check_done()
+        status, body = server.get("/metrics")
+        assert status == 200
+        stats = env.pool.stats()
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.labels.get("pool") == "db" and "quantile" not in sample.labels
+        }
+        assert samples["ppp_pool_gets_total"] == stats["nuses"] == 60
+        assert samples["ppp_pool_returns_total"] == stats["nreturns"] == 60
+        assert samples["ppp_pool_in_use"] == 0 and samples["ppp_pool_objects"] == 1
+        assert samples["ppp_pool_waits_total"] == stats["nwaits"]
+        assert samples["ppp_pool_wait_seconds_count"] == stats["nwaits"]
+        assert samples["ppp_pool_timeouts_total"] == 0
+    finally:
+        server.stop()

@@ -333,7 +333,7 @@ def test_flask_streamed_body_keeps_its_object(env: Env) -> None:
     client = app.test_client()
     response = client.get("/stream-plain")
     assert torn_down == [1]  # teardown ran, before the body was produced
-    chunks = iter(response.response)
+    chunks: Iterator[bytes] = iter(response.response)  # type: ignore[arg-type]
     assert next(chunks).startswith(b"0:")
     assert env.nusing() == 1  # the body is still using it
     assert b"".join(chunks).startswith(b"1:")

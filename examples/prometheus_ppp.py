@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = CollectorRegistry()  # or prometheus_client.REGISTRY
     registry.register(PoolCollector({"db": db}))
     server, thread = start_http_server(args.port, addr="127.0.0.1", registry=registry)
-    print(f"metrics at http://127.0.0.1:{server.server_port}/metrics", flush=True)
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
+    print(f"metrics at {url} (ppp backend {ppp.BACKEND})", flush=True)
 
     def work() -> None:
         while not stop.is_set():

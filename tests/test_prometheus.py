@@ -311,9 +311,10 @@ def test_importing_ppp_prometheus_needs_no_prometheus_client() -> None:
     assert "ppp-pool[prometheus]" in out.stdout, out
 
 
-def test_example_serves_the_metrics() -> None:
+def test_example_serves_the_metrics(backend: ModuleType) -> None:
     """``examples/prometheus_ppp.py`` run as a program: scrape its /metrics."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    twin = "1" if backend.__name__ == "ppp._pool_py" else ""  # the program's ppp.Proxy
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PPP_NO_EXTENSIONS=twin)
     command = [sys.executable, str(EXAMPLE), "--port", "0", "--seconds", "60"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -325,6 +326,7 @@ def test_example_serves_the_metrics() -> None:
             line = proc.stdout.readline()
             match = re.search(r"http://127\.0\.0\.1:\d+/metrics", line)
             assert match, (line, proc.poll())
+            assert f"backend {'python' if twin else 'cython'}" in line
             deadline = time.monotonic() + 30
             while True:
                 with urllib.request.urlopen(match.group(0), timeout=30) as response:

@@ -2,8 +2,8 @@
 request): ``run_werkzeug.py PORT``.
 
 SIGTERM becomes ``SystemExit`` in the main thread, which leaves
-``serve_forever``; the listening socket is closed and the pools are shut down
-before the process exits.
+``serve_forever``; ``server_close()`` closes the listening socket and waits for
+the requests in flight, then the pools are shut down before the process exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from types import FrameType
 
 import ppp_server_app
-from werkzeug.serving import make_server
+from werkzeug.serving import ThreadedWSGIServer, make_server
 
 
 def stop(signum: int, frame: FrameType | None) -> None:
@@ -23,6 +23,11 @@ def stop(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     port = int(sys.argv[1])
     server = make_server("127.0.0.1", port, ppp_server_app.app, threaded=True)
+    # server_close() then waits for the requests in flight, whose threads give
+    # their connections back as they end (werkzeug's default: daemon threads,
+    # killed at exit holding them)
+    assert isinstance(server, ThreadedWSGIServer)
+    server.daemon_threads = False
     signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()

@@ -24,6 +24,7 @@ import functools
 import importlib
 import inspect
 import logging
+import os
 import sys
 import threading
 import weakref
@@ -33,6 +34,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _backend
+from ._common import _keep_forever
 from ._errors import ProxyException
 from ._proxy_py import LOCAL, NOT_INITIALISED, SHARED, UNSET
 
@@ -74,13 +76,18 @@ class _Holder:
     It lives in the scope's local next to the object, so when the scope ends
     (the thread's locals are cleared, the task's or greenlet's storage dropped)
     the holder is freed and ``__del__`` returns the object through ``Pool.ret``,
-    ``retter`` included.  Only its scope touches it: no lock is needed."""
+    ``retter`` included.  Only its scope touches it: no lock is needed.
 
-    __slots__ = ("obj", "pool", "unlink")
+    In a forked child a holder from before the fork never returns its object (it
+    is the parent's): CPython frees the dead threads' locals in the child before
+    any fork handler runs, so the holder checks the process id itself."""
+
+    __slots__ = ("obj", "pid", "pool", "unlink")
 
     def __init__(self, pool: Any, obj: Any) -> None:
         self.pool: Any = pool
         self.obj: Any = obj
+        self.pid = os.getpid()
         self.unlink: Callable[[], Any] | None = None  # cancels an end-of-greenlet link
 
     def release(self) -> None:
@@ -90,6 +97,9 @@ class _Holder:
             return
         obj = self.obj
         self.pool = self.obj = None
+        if self.pid != os.getpid():  # the parent's object, in a forked child
+            _keep_forever([obj])
+            return
         unlink, self.unlink = self.unlink, None
         if unlink is not None:
             try:
@@ -465,6 +475,7 @@ class _ProxyCold:
             self._ppp_st = _State(scope, None, fun, local, pool)
             self._ppp_count = 0
             self._ppp_bind(LOCAL, local)
+            _PER_SCOPE[id(self)] = self  # not a WeakSet: hash() is forwarded
         if old is not None:
             old.shutdown()
         return self
@@ -557,6 +568,20 @@ class _ProxyCold:
         finally:
             self._ret_obj()
 
+    def _ppp_forked(self) -> None:
+        """In a forked child (from the fork handler): every scope's object from
+        before the fork is dropped -- the old local is kept alive for ever, so no
+        holder returns or finalizes the parent's object -- and the next use takes
+        a fresh one.  A shared object set with ``obj`` is kept."""
+        self._ppp_lock = threading.RLock()  # the fork may have caught it held
+        st = self._ppp_st
+        if st.local is None:
+            return
+        _keep_forever([st.local])
+        local = _make_local(st.scope)
+        self._ppp_st = st._replace(local=local)
+        self._ppp_bind(LOCAL, local)
+
     @property
     def _pool(self) -> Any:
         """The Pool objects come from, or None."""
@@ -566,6 +591,23 @@ class _ProxyCold:
     def _scope(self) -> _Scope:
         """The effective scope (``AUTO`` resolved once set)."""
         return self._ppp_st.scope
+
+
+# Proxies holding one object per scope, reset in a forked child.
+_PER_SCOPE: weakref.WeakValueDictionary[int, _ProxyCold] = weakref.WeakValueDictionary()
+
+
+def _after_fork_in_child() -> None:
+    """Drop every per-scope object from before the fork (see ``_ppp_forked``).  It
+    calls no user code, closes nothing and logs nothing."""
+    for proxy in list(_PER_SCOPE.values()):
+        try:
+            proxy._ppp_forked()
+        except Exception:  # pragma: no cover - a fork handler must not raise
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _ALIAS_LOCK = threading.Lock()

@@ -80,7 +80,12 @@ def pg_or_skip() -> None:
         try:
             import psycopg
 
-            psycopg.connect(PG_DSN, connect_timeout=5).close()
+            psycopg.connect(PG_DSN, connect_timeout=5).close()  # the admin session's
+            probe = sa.create_engine(
+                PG_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5}
+            )
+            probe.connect().close()  # the engines'
+            probe.dispose()
             _pg_state.append(None)
         except Exception as err:
             _pg_state.append(f"PostgreSQL ({PG_DSN!r}) is not reachable: {err}")

@@ -378,6 +378,7 @@ def test_bad_log_level(Proxy: Any) -> None:
         Proxy(log_level=1.5)
 
 
+@pytest.mark.thread_unsafe(reason="sets the level of the process-wide 'ppp' logger")
 def test_log_level_sets_ppp_logger(Proxy: Any) -> None:
     logger = logging.getLogger("ppp")
     old = logger.level

@@ -174,12 +174,12 @@ def check_counts(
         problems.append(f"an object is idle twice: {sorted(idle_ns)}")
     if set(idle_ns) & set(using_ns):
         problems.append(f"objects both idle and in use: {set(idle_ns) & set(using_ns)}")
-    held_ns = {getattr(obj, "n", None) for obj in held}
+    held_ns: set[int] = {obj.n for obj in held if isinstance(getattr(obj, "n", None), int)}
     if maker is not None:
         if set(using_ns) != held_ns:
             problems.append(
                 f"in use by the pool's count: {sorted(using_ns)}, held: {sorted(held_ns)}"
-            )  # type: ignore[type-var]
+            )
         with maker.lock:
             made = dict(maker.made)
         pooled = set(idle_ns) | set(using_ns)

@@ -609,7 +609,9 @@ def _storm_child(module_name: str, op: str, seconds: float, period: float) -> di
             raise AssertionError("a helper thread is blocked in the pool after the storm")
     if proxy is not None:
         proxy._ret_obj()
-    report = dict(counts, signals=storm.signals, raised=storm.raised, outside=storm.outside)
+    report: dict[str, Any] = dict(
+        counts, signals=storm.signals, raised=storm.raised, outside=storm.outside
+    )
     report["hits"] = storm.hits
     report["where"] = dict(sorted(storm.where.items(), key=lambda kv: -kv[1])[:12])
     print(json_dumps(report), flush=True)

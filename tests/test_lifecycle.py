@@ -30,10 +30,11 @@ from typing import Any
 import pytest
 from invariants import Maker, Res, check_counts, check_pool, wait_for
 
+import ppp
 from ppp import PoolException, TimeOut
 from ppp.proxy import _for_twin
 
-PPP_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("ppp").__file__)))
+PPP_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(ppp.__file__)))
 DEADLINE = 10.0
 
 # ------------------------------------------------------------- garbage collection
@@ -122,13 +123,14 @@ def test_pool_alive_at_exit_closes_idle_objects(backend: ModuleType, tmp_path: A
 # ------------------------------------------------------------------ copies
 
 
+def _pickler(protocol: int) -> Callable[[Any], Any]:
+    return lambda obj: pickle.dumps(obj, protocol)
+
+
 COPIERS: dict[str, Callable[[Any], Any]] = {
     "copy": copy.copy,
     "deepcopy": copy.deepcopy,
-    **{
-        f"pickle{p}": (lambda obj, p=p: pickle.dumps(obj, p))
-        for p in range(pickle.HIGHEST_PROTOCOL + 1)
-    },
+    **{f"pickle{p}": _pickler(p) for p in range(pickle.HIGHEST_PROTOCOL + 1)},
 }
 
 

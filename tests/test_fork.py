@@ -733,7 +733,7 @@ def test_fork_inside_a_lease(Pool: Any) -> None:
 
 
 EXIT_SCRIPT = """
-import importlib, json, os, sys
+import importlib, json, os, signal, sys, time
 
 twin, variant = sys.argv[1], sys.argv[2]
 Pool = importlib.import_module(twin).Pool
@@ -748,6 +748,9 @@ pool = Pool(lambda n: {"pid": os.getpid(), "n": n}, max_size=4, min_size=2, clos
 held = pool.get()
 pid = os.fork()
 if pid == 0:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(20, exit=True)  # a hung exit prints its stacks
     os.close(r)
     if variant == "used":
         objs = [pool.get(1.0) for _ in range(3)]
@@ -755,7 +758,16 @@ if pid == 0:
             pool.ret(obj)
     sys.exit(0)  # a normal exit: threads, atexit hooks, finalizers
 os.close(w)
-_, status = os.waitpid(pid, 0)
+deadline = time.monotonic() + 30
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        break
+    time.sleep(0.01)
 calls = [json.loads(line) for line in os.read(r, 1 << 20).decode().splitlines()]
 print(json.dumps({"child": pid, "status": os.waitstatus_to_exitcode(status), "calls": calls}))
 pool.ret(held)

@@ -76,7 +76,8 @@ def release(proxies: Iterable[Returnable]) -> None:
         try:
             proxy._ret_obj()
         except Exception:
-            log.exception("request scope: giving back the object of %r failed", proxy)
+            # object.__repr__: the proxy's own repr would forward, maybe borrow
+            log.exception("request scope: giving back through %s failed", object.__repr__(proxy))
 
 
 class RequestScope:
@@ -128,7 +129,8 @@ class RequestScope:
             )
 
     def __repr__(self) -> str:
-        return f"RequestScope({self.app!r}, {', '.join(map(repr, self.proxies))})"
+        proxies = "".join(f", {object.__repr__(proxy)}" for proxy in self.proxies)
+        return f"RequestScope({self.app!r}{proxies})"
 
 
 class _Response:

@@ -257,6 +257,29 @@ def test_closed_in_another_thread(env: Env, caplog: pytest.LogCaptureFixture) ->
     env.check_done()
 
 
+def test_a_failing_return_is_logged_and_the_others_still_go_back(
+    backend: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = Env(backend), Env(backend)
+
+    class Broken:
+        def _ret_obj(self) -> None:
+            raise RuntimeError("cannot give back")
+
+    app = RequestScope(forgetful_app(first), first.db, Broken(), second.db)
+    assert "Broken object at" in repr(app) and first.nusing() == 0  # repr borrows nothing
+    try:
+        second.db.begin()
+        result = app({"PATH_INFO": "/row"}, no_headers)
+        result.close()  # type: ignore[attr-defined]
+        assert "giving back through" in caplog.text and "Broken" in caplog.text
+        first.check_done()
+        second.check_done()
+    finally:
+        first.pool.shutdown()
+        second.pool.shutdown()
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="WSGI application"):
         RequestScope(42)  # type: ignore[arg-type]

@@ -203,3 +203,46 @@ def test_type_level_answers_are_exact(Proxy: Any, obj: Any) -> None:
     assert proxy.__class__ is type(proxy)
     # what the object itself says is one attribute read away
     assert callable(proxy._get_obj()) == callable(obj)
+
+
+def test_protocols_python_looks_up_on_the_type_are_not_forwarded(Proxy: Any) -> None:
+    """The README's "Not forwarded" list, item by item."""
+    import copy
+    import os
+    import pathlib
+    import pickle
+
+    assert next(iter(Proxy(obj=iter([1])))) == 1  # the way round
+    with pytest.raises(TypeError):
+        next(Proxy(obj=iter([1])))
+    with pytest.raises(TypeError):
+        memoryview(Proxy(obj=b"bytes"))  # the buffer protocol
+    assert bytes(Proxy(obj=b"bytes")) == b"bytes"  # __bytes__ is forwarded
+    with pytest.raises(TypeError):
+        os.fspath(Proxy(obj=pathlib.Path("x")))
+    for clone in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be pickled or copied"):
+            clone(Proxy(obj=[1]))
+
+    def method(self: Any) -> str:
+        return "bound"
+
+    class Holder:
+        plain = method
+        proxied = Proxy(obj=method)
+
+    assert Holder().plain() == "bound"
+    with pytest.raises(TypeError):
+        Holder().proxied()  # no descriptor protocol: not bound to the instance
+    obj = [1, 2, 3]
+    proxy = Proxy(obj=obj)
+    assert proxy is not obj and id(proxy) != id(obj) and proxy == obj
+
+    async def main() -> None:
+        async def gen() -> AsyncIterator[int]:
+            yield 1
+
+        with pytest.raises(TypeError):
+            await anext(Proxy(obj=gen()))
+
+    asyncio.run(main())

@@ -73,7 +73,7 @@ _getpid = os.getpid
 # a record's state as the bridge sees it (attribute ``_ppp_state``)
 _IDLE = 0  # in the ppp Pool, counted in _Generation.idle
 _HELD = 1  # checked out by SQLAlchemy
-_DROP = 2  # being discarded by the bridge: the closer closes it
+_DROP = 2  # closed by the bridge (pool_size idle already), then discarded
 _KILLED = 3  # retired by ppp while held (max_using_delay_kill): closed on its return
 _GONE = 4  # closed
 
@@ -307,7 +307,12 @@ class PPPPool(_SAPool):
             if r._ppp_state == _IDLE:
                 gen.pool.ret(record)
             else:
-                gen.pool.discard(record)
+                # closed before its slot is freed, so that no new connection is made
+                # while it is still open (QueuePool too closes, then frees the slot)
+                try:
+                    record.close()
+                finally:
+                    gen.pool.discard(record)
         elif state == _KILLED:
             record.close()
 

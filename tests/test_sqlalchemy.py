@@ -1373,6 +1373,20 @@ def test_import_ppp_does_not_import_sqlalchemy() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_use_lifo_false_is_logged_as_not_applying(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sqlalchemy.pool")
+    engine = engines(pool_size=2, max_overflow=0, pool_use_lifo=False)
+    a, b = engine.connect(), engine.connect()
+    first, second = a.connection.dbapi_connection, b.connection.dbapi_connection
+    a.close()
+    b.close()
+    with engine.connect() as conn:  # LIFO all the same: the last one returned
+        assert conn.connection.dbapi_connection is second is not first
+    assert any("use_lifo=False does not apply" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------ README
 
 

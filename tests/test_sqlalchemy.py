@@ -898,7 +898,23 @@ def scenario_reset_styles(pool: Any, creator: Traced, trace: list[Any]) -> list[
     return made
 
 
+def scenario_recreate_without_dispose(pool: Any, creator: Traced, trace: list[Any]) -> list[Any]:
+    """Engine.dispose(close=False): a new pool, the old one left as it is (nothing closed;
+    a connection checked out from it goes back to it)."""
+    trace_events(pool, trace)
+    held, idle = pool.connect(), pool.connect()
+    idle.close()
+    again = pool.recreate()
+    held.close()
+    sizes(pool, trace)
+    trace.append(("closed", [c.closed for c in creator.made]))
+    again.connect().close()
+    sizes(again, trace)
+    return [again]
+
+
 SCENARIOS: dict[str, Callable[[Any, Traced, list[Any]], list[Any]]] = {
+    "recreate-without-dispose": scenario_recreate_without_dispose,
     "dialect": scenario_dialect,
     "recreated-listeners": scenario_recreated_listeners,
     "close-on-dispose": scenario_close_on_dispose,

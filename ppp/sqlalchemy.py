@@ -296,23 +296,23 @@ class PPPPool(_SAPool):
         size = self._size
         with gen.lock:
             state = r._ppp_state
-            if state != _HELD:
-                r._ppp_state = _GONE
-            elif not size or gen.idle < size:
+            keep = state == _HELD and (not size or gen.idle < size)
+            if keep:
                 r._ppp_state = _IDLE
                 gen.idle += 1
-            else:  # pool_size connections idle already: close this one, as QueuePool does
+            elif state == _HELD:  # pool_size connections idle already: close this one
                 r._ppp_state = _DROP
-        if state == _HELD:
-            if r._ppp_state == _IDLE:
-                gen.pool.ret(record)
-            else:
-                # closed before its slot is freed, so that no new connection is made
-                # while it is still open (QueuePool too closes, then frees the slot)
-                try:
-                    record.close()
-                finally:
-                    gen.pool.discard(record)
+            else:  # killed by ppp while held: closed now
+                r._ppp_state = _GONE
+        if keep:
+            gen.pool.ret(record)
+        elif state == _HELD:
+            # closed before its slot is freed, so that no new connection is made while
+            # it is still open (QueuePool too closes an overflow one, then frees its slot)
+            try:
+                record.close()
+            finally:
+                gen.pool.discard(record)
         elif state == _KILLED:
             record.close()
 

@@ -8,6 +8,7 @@ machinery runs unchanged on top: reset on return, ``pool_pre_ping``,
 invalidation after a disconnect error, recycling, ``engine.dispose()``, pool
 events and ORM sessions.  This module is the only one of ppp that imports
 SQLAlchemy (``pip install ppp-pool[sqlalchemy]``); it uses ppp's public API only.
+Without SQLAlchemy it still imports, and ``PPPPool(...)`` raises ``ImportError``.
 
 What ppp pools is SQLAlchemy's connection record (a ``ConnectionPoolEntry``),
 as QueuePool does: the DB-API connection inside is made, pinged, recycled and
@@ -57,14 +58,30 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
-
-from sqlalchemy import exc
-from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.pool import Pool as _SAPool
-from sqlalchemy.pool.base import _CreatorFnType, _CreatorWRecFnType
+from typing import TYPE_CHECKING, Any
 
 import ppp
+
+try:
+    from sqlalchemy import exc
+    from sqlalchemy.pool import ConnectionPoolEntry
+    from sqlalchemy.pool import Pool as _SAPool
+except ImportError as _error:  # importable without SQLAlchemy; PPPPool() says what is missing
+    _MISSING: ImportError | None = _error
+
+    class _SAPool:  # type: ignore[no-redef]
+        """Stands in for ``sqlalchemy.pool.Pool`` when SQLAlchemy is not installed."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(
+                "ppp.sqlalchemy.PPPPool needs SQLAlchemy 2: pip install 'ppp-pool[sqlalchemy]'"
+            ) from _MISSING
+
+else:
+    _MISSING = None
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool.base import _CreatorFnType, _CreatorWRecFnType
 
 __all__ = ["PPPPool"]
 

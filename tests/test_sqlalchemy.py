@@ -1389,6 +1389,27 @@ def test_import_ppp_does_not_import_sqlalchemy() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_without_sqlalchemy_the_module_imports_and_says_what_is_missing() -> None:
+    """As an install without the extra (the wheel checks import every ppp module)."""
+    code = (
+        "import sys\n"
+        "sys.modules['sqlalchemy'] = None  # as if not installed\n"
+        "import ppp.sqlalchemy\n"
+        "try:\n"
+        "    ppp.sqlalchemy.PPPPool(lambda: None)\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "needs SQLAlchemy 2: pip install 'ppp-pool[sqlalchemy]'" in proc.stdout
+
+
 def test_use_lifo_false_is_logged_as_not_applying(
     engines: Engines, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,10 +6,11 @@
 # ppp there (editable, extension required: it builds the cpython-3XXt .so files
 # beside the default build's), then runs, with the GIL off (PYTHON_GIL=0, and
 # tests/conftest.py fails the session if the GIL is on at its start or end):
-#   1. the whole suite, both twins side by side;
-#   2. the suite again with PPP_NO_EXTENSIONS=1 (ppp.Pool and ppp.Proxy pure);
-#   3. the Pool and Proxy tests under pytest-run-parallel, each test run by
+#   1. the whole suite, both twins side by side (the `backend` fixture);
+#   2. the Pool and Proxy tests under pytest-run-parallel, each test run by
 #      $(FT_THREADS) threads at once (tests that cannot are marked thread_unsafe).
+# `make test`'s second leg (PPP_NO_EXTENSIONS=1: ppp.Pool and ppp.Proxy pure)
+# is left out to keep CI short: FT_PURE_LEG=1 adds it.
 # `make bench-ft` runs bench/bench_ft.py there (its table: README).
 
 FT_VENV ?= .venv-ft
@@ -48,12 +49,16 @@ $(FT_STAMP): $(FT_VPY) pyproject.toml setup.py tools/ft_requirements.py $(wildca
 
 ft-venv: $(FT_STAMP)
 
+FT_PURE_LEG ?=
+
 test-ft: $(FT_STAMP)
-	@echo "=== free-threaded 1/3: compiled and pure twins, PYTHON_GIL=0 ==="
+	@echo "=== free-threaded: compiled and pure twins, PYTHON_GIL=0 ==="
 	PYTHON_GIL=0 $(FT_VPY) -X dev -m pytest $(FT_PYTEST_ARGS)
-	@echo "=== free-threaded 2/3: pure twin only (PPP_NO_EXTENSIONS=1), PYTHON_GIL=0 ==="
+ifneq ($(FT_PURE_LEG),)
+	@echo "=== free-threaded: pure twin only (PPP_NO_EXTENSIONS=1), PYTHON_GIL=0 ==="
 	PYTHON_GIL=0 PPP_NO_EXTENSIONS=1 $(FT_VPY) -X dev -m pytest -m "not cython" $(FT_PYTEST_ARGS)
-	@echo "=== free-threaded 3/3: Pool and Proxy tests, $(FT_THREADS) threads each (pytest-run-parallel) ==="
+endif
+	@echo "=== free-threaded: Pool and Proxy tests, $(FT_THREADS) threads each (pytest-run-parallel) ==="
 	PYTHON_GIL=0 $(FT_VPY) -X dev -m pytest --parallel-threads=$(FT_THREADS) $(FT_PARALLEL_TESTS) $(FT_PYTEST_ARGS)
 
 bench-ft: $(FT_STAMP)

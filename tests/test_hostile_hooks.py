@@ -213,13 +213,14 @@ def test_hanging_health_check_counts_as_failed(Pool: Any) -> None:
 
 def test_health_round_over_100000_idle_objects(Pool: Any) -> None:
     """One health round over 100,000 idle objects checks each exactly once, retires
-    the unhealthy half and keeps the other half idle (speed is measured in bench/)."""
+    the unhealthy ones (1 in 100: few error logs) and keeps the others idle (speed
+    is measured in bench/)."""
     maker = Maker()
     checks: dict[int, int] = {}
 
     def health(obj: Res) -> bool:
         checks[obj.n] = checks.get(obj.n, 0) + 1
-        return obj.n % 2 == 0
+        return obj.n % 100 != 7
 
     n = 100_000
     pool = Pool(
@@ -232,11 +233,12 @@ def test_health_round_over_100000_idle_objects(Pool: Any) -> None:
         del objs
         pool._hk_round()
         assert len(checks) == n and set(checks.values()) == {1}, "each object checked once"
+        bad = {i for i in range(n) if i % 100 == 7}
         s = _stats(pool)
-        assert s["nobjs"] == s["navail"] == n // 2
-        assert s["bad_health"] == n // 2
-        assert all(res.closed == (res.n % 2) for res in maker.made.values())
-        assert _ns(s["avail"]) == set(range(0, n, 2))
+        assert s["nobjs"] == s["navail"] == n - len(bad)
+        assert s["bad_health"] == len(bad)
+        assert all(bool(res.closed) == (res.n in bad) for res in maker.made.values())
+        assert _ns(s["avail"]) == set(range(n)) - bad
         check_pool(pool, [], maker)
     finally:
         pool.shutdown()

@@ -111,12 +111,19 @@ class TraceInjector(Injector):
 
 
 class ProfileInjector(Injector):
-    """Every profile event (call, return, C call and return) outside the tests: any
-    point where Python code runs or a C function is called from Python."""
+    """Every profile event in ppp's Python code (call, return, C call and C return:
+    each call of a C function from it), and the entry of any other Python function
+    it runs (outside the tests: the test's code and hooks are the user's).  Inside
+    the standard library only function entries count: an interrupt at a
+    ``c_return`` there (say, of the lock ``acquire`` of a logging handler) would
+    break the standard library, not test the pool."""
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
-        if frame.f_code.co_filename.startswith(TESTS_DIR):
-            return  # the test's own code (and hooks: user code) is not the pool's
+        filename = frame.f_code.co_filename
+        if filename.startswith(TESTS_DIR):
+            return
+        if event != "call" and not filename.startswith(PPP_DIR):
+            return
         if event.startswith("c_"):
             name = getattr(arg, "__qualname__", repr(arg))
             self.hit(lambda: _where(frame, f"{event} {name}"))

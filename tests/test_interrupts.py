@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import functools
 import itertools
 import os
 import signal
@@ -70,6 +71,7 @@ class Injector:
         self.k = k
         self.count = 0
         self.fired: str | None = None  # where it raised
+        self.in_finalizer = False  # it raised in a finalizer: reported, not propagated
 
     def hit(self, where: Callable[[], str]) -> None:
         self.count += 1
@@ -188,6 +190,7 @@ class Run:
     helpers: list[threading.Thread] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # from helper threads
     op_done: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)  # ends the op thread
 
     def make(self, **kwargs: Any) -> Any:
         params: dict[str, Any] = dict(
@@ -351,35 +354,38 @@ GET_OPS = {"get_hot", "get_create", "get0_full", "get_wait_timeout", "get_wait_s
 
 def _finish(run: Run, name: str, outcome: str, dump: bool) -> None:
     """After the operation: settle the helpers, work out what the test still
-    holds, give back what it may, and check every invariant."""
+    holds, give back what it may, and check every invariant.  Every pool call
+    runs in a thread with a deadline: a wedged pool never blocks the test."""
+    pool = run.pool
+
+    def call(fn: Callable[[], Any], what: str) -> Any:
+        return call_with_deadline(fn, what, INJECT_DEADLINE, dump)
+
     run.op_done.set()
     if name == "ret_to_waiter" and run.mine:
         # the interrupted ret did not take effect if the object is still in use
         # and the helper still waits: give it back now, so that the helper ends
-        stats = call_with_deadline(run.pool.stats, "stats()", INJECT_DEADLINE, dump)
-        if stats["nwaiting"] == 1 and run.mine[0].n in {i["n"] for i in stats["using"]}:
-            run.pool.ret(run.mine.pop())
+        stats = call(pool.stats, "stats()")
+        if stats["nwaiting"] == 1 and run.mine[0].n in _ns(stats["using"]):
+            obj = run.mine.pop()
+            call(lambda: pool.ret(obj), "ret()")
     for thread in run.helpers:
-        thread.join(WAITER_TIMEOUT + INJECT_DEADLINE)
-    pool = run.pool
-    if run.proxy is not None:
-        call_with_deadline(run.proxy._ret_obj, "Proxy._ret_obj()", INJECT_DEADLINE, dump)
+        if thread.name != "operation":
+            thread.join(WAITER_TIMEOUT + INJECT_DEADLINE)
     assert not run.problems, "; ".join(run.problems)
     held: list[Any] = []
     if outcome == "completed" and name in GET_OPS and isinstance(run.result, Res):
         held.append(run.result)
-    if outcome == "completed" and name == "proxy":
-        pass  # returned by _op_proxy itself
     # objects the test had (or an interrupted ret/discard/obj() may not have taken):
     # the pool's own count decides whether the test still holds them
-    stats = call_with_deadline(pool.stats, "stats()", INJECT_DEADLINE, dump)
-    using = {item["n"] for item in stats["using"]}
+    stats = call(pool.stats, "stats()")
+    using = _ns(stats["using"])
     for obj in run.mine + run.box:
         if obj.n in using and all(obj is not h for h in held):
             held.append(obj)
     if stats["shutdown"]:
         for obj in held:
-            pool.ret(obj)  # returned after shutdown: closed
+            call(functools.partial(pool.ret, obj), "ret() after shutdown")  # closed
         held = []
         assert all(o.closed for o in run.mine), (
             f"returned after shutdown but not closed: {run.mine}"
@@ -388,14 +394,74 @@ def _finish(run: Run, name: str, outcome: str, dump: bool) -> None:
         pool, held, run.maker, usable=not stats["shutdown"], deadline=INJECT_DEADLINE, dump=dump
     )
     for obj in held:
-        pool.ret(obj)
+        call(functools.partial(pool.ret, obj), "ret()")
+
+
+def _ns(items: list[dict[str, Any]]) -> set[int]:
+    return {item["n"] for item in items}
 
 
 def _cleanup(run: Run) -> None:
     try:
-        run.pool.shutdown()
-    except BaseException:  # pragma: no cover - reported by the checks already
-        pass
+        call_with_deadline(run.pool.shutdown, "shutdown()", INJECT_DEADLINE, False)
+    except BaseException:  # a wedged pool: kept alive for good
+        WEDGED.append(run)
+
+
+OP_DEADLINE = 10.0  # seconds an operation may take (a wait is served in milliseconds)
+
+
+def _run_op(scenario: Scenario, run: Run, injector: Injector) -> str:
+    """The operation, in a thread of its own (the injector is per thread): a pool
+    that deadlocks the thread it interrupted shows as "hung", not as a hung test.
+
+    The thread then gives back its Proxy scope's object (if any) and stays alive
+    until ``run.release`` is set: a lock it left held stays held by a live thread
+    (a new thread given the dead one's id would pass through a held RLock)."""
+    box: list[str] = []
+    done = threading.Event()
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        # an interrupt injected in a finalizer (``__del__``) cannot propagate: Python
+        # reports it as unraisable and goes on, so the operation may complete
+        if isinstance(info.exc_value, KeyboardInterrupt) and injector.fired:
+            injector.in_finalizer = True
+            return
+        previous_hook(info)
+
+    def body() -> None:
+        try:
+            try:
+                with injector:
+                    run.result = scenario.op(run)
+                box.append("completed")
+            except KeyboardInterrupt:
+                box.append("interrupted")
+            except scenario.normal:
+                box.append("completed")
+        except BaseException as exc:  # reported by the caller
+            box.append(f"raised {exc!r}")
+        try:
+            if run.proxy is not None:
+                run.proxy._ret_obj()  # not injected: what the scope's end would do
+        finally:
+            done.set()
+            run.release.wait()
+
+    thread = threading.Thread(target=body, name="operation", daemon=True)
+    run.helpers.append(thread)
+    sys.unraisablehook = unraisable
+    try:
+        thread.start()
+        done.wait(OP_DEADLINE)
+    finally:
+        sys.unraisablehook = previous_hook
+    if not box:
+        return "hung"
+    if not done.is_set():
+        raise Hang("Proxy._ret_obj() after the operation hangs")
+    return box[0]
 
 
 def inject(Pool: Any, backend: ModuleType, name: str, mode: str) -> list[str]:
@@ -414,35 +480,36 @@ def inject(Pool: Any, backend: ModuleType, name: str, mode: str) -> list[str]:
             injector = ProfileInjector(k)
         else:
             injector = ClockInjector(k, run.clock)
-        outcome = "completed"
+        where = None
+        label = f"k={k}"
         try:
-            try:
-                with injector:
-                    run.result = scenario.op(run)
-            except KeyboardInterrupt:
-                outcome = "interrupted"
-            except scenario.normal:
-                pass
-        except BaseException as exc:
-            outcome = f"raised {exc!r}"
-        where = injector.fired
-        label = f"k={k} at {where}" if where else f"k={k} (no injection)"
-        try:
+            outcome = _run_op(scenario, run, injector)
+            where = injector.fired
+            label = f"k={k} at {where}" if where else f"k={k} (no injection)"
+            if outcome == "hung":
+                if hangs == 0:
+                    from invariants import dump_all
+
+                    dump_all(f"{name}: the interrupted operation itself hangs")
+                raise Hang(f"the operation itself hangs ({OP_DEADLINE} s): it deadlocked")
             if where is None and outcome != "completed":
                 raise AssertionError(f"the operation failed without injection: {outcome}")
-            swallowed = outcome == "completed" and scenario.may_swallow
+            swallowed = outcome == "completed" and (scenario.may_swallow or injector.in_finalizer)
             if where is not None and outcome != "interrupted" and not swallowed:
                 raise AssertionError(f"the interrupted call did not raise it: {outcome}")
             _finish(run, name, outcome, dump=hangs == 0)
         except Hang as exc:
             WEDGED.append(run)
             hangs += 1
-            failures.append(f"{label}: {exc}")
+            where = injector.fired
+            failures.append(f"k={k} at {where}: {exc}")
         except AssertionError as exc:
             failures.append(f"{label}: {exc}")
             _cleanup(run)
         else:
             _cleanup(run)
+        finally:
+            run.release.set()
         if where is None or hangs >= MAX_HANGS or len(failures) >= MAX_FAILURES:
             break
     return failures

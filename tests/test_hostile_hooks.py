@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from invariants import Maker, Res, check_counts, check_pool, wait_for
+from invariants import Maker, Res, call_with_deadline, check_counts, check_pool, wait_for
 
 from ppp import PoolException
 
@@ -36,6 +36,12 @@ class Boom(BaseException):
 
 FOREVER = 1e10  # a housekeeping delay past threading.TIMEOUT_MAX: no round by itself
 DEADLINE = 10.0  # seconds for an asynchronous effect of 0.02-0.5 s housekeeping
+
+
+def shutdown(pool: Any) -> None:
+    """``pool.shutdown(delay=5)`` from another thread with a deadline: a shutdown
+    that hangs fails the test instead of hanging the session."""
+    call_with_deadline(lambda: pool.shutdown(delay=5.0), "shutdown()", 30.0)
 
 
 def _stats(pool: Any) -> dict[str, Any]:
@@ -73,7 +79,7 @@ def test_health_raising_base_exception_keeps_housekeeping(
         wait_for(lambda: _stats(pool)["hk_rounds"] >= rounds + 5, "5 more rounds", DEADLINE)
         wait_for(lambda: _stats(pool)["nobjs"] >= 1, "min_size refilled", DEADLINE)
     finally:
-        pool.shutdown(delay=5.0)
+        shutdown(pool)
     check_counts(pool, [], maker)
 
 
@@ -112,7 +118,7 @@ def test_closer_raising_base_exception_keeps_housekeeping(
         assert s["nobjs"] == s["navail"] == 2
     finally:
         try:
-            pool.shutdown(delay=5.0)
+            shutdown(pool)
         except BaseException as caught:  # the closer raises at shutdown too
             assert isinstance(caught, exc)
     check_counts(pool, [], maker)
@@ -140,10 +146,10 @@ def test_shutdown_closes_every_idle_object_when_closer_fails(
     held = pool.get()
     assert _stats(pool)["navail"] == 4
     if issubclass(exc, Exception):
-        pool.shutdown()
+        shutdown(pool)
     else:
         with pytest.raises(exc):
-            pool.shutdown()
+            shutdown(pool)
     idle = [res for res in maker.made.values() if res is not held]
     assert [res for res in idle if not res.closed] == [], "idle objects left unclosed"
     assert not held.closed, "an object in use was closed at shutdown"
@@ -203,7 +209,7 @@ def test_hanging_health_check_counts_as_failed(Pool: Any) -> None:
         assert _stats(pool)["nkilled"] >= 1
     finally:
         release.set()
-        pool.shutdown(delay=5.0)
+        shutdown(pool)
     wait_for(lambda: victim.closed, "the hung object closed once its check returned", DEADLINE)
     assert victim.closed == 1
 

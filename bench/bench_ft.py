@@ -135,10 +135,12 @@ def table(request: pytest.FixtureRequest) -> Iterator[None]:
     gil = "gil-off" if "GIL off" in interpreter() else "gil-on"
     (RESULTS / f"ft-{name}-{gil}.md").write_text(text + "\n")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        for line in text.splitlines():
-            reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # teardown output is captured else
+            reporter.write_line("")
+            for line in text.splitlines():
+                reporter.write_line(line)
 
 
 def render() -> str:

@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 import weakref
+from _thread import allocate_lock as _allocate_lock
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -171,6 +172,13 @@ def _housekeeper(ref: weakref.ReferenceType[PoolBase], stop: threading.Event, de
         del pool
 
 
+try:  # imported here, not in a forked child, where it cost 20 ms on first use
+    import ctypes as _ctypes
+except ImportError:  # pragma: no cover - a Python without ctypes: the global must do
+    _ctypes = None  # type: ignore[assignment]
+
+_NOTHING: Any = object()
+
 # Objects a forked child inherited: kept alive for ever, because their finalizers
 # would act on what the parent still uses (libpq's sends "terminate" on the
 # parent's socket).  They are counted once per fork, never released.
@@ -180,26 +188,39 @@ _inherited: list[Any] = []
 def _keep_forever(objs: list[Any]) -> None:
     """Keep ``objs`` alive until the process ends, interpreter teardown included."""
     _inherited.extend(objs)
-    if len(_inherited) == len(objs):  # first time: pin the list past module teardown
-        try:
-            import ctypes
-
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(_inherited))
-        except Exception:  # pragma: no cover - no ctypes: the module global must do
-            pass
+    if len(_inherited) == len(objs) and _ctypes is not None:
+        # first time: one extra reference, never dropped, pins the list past the
+        # module teardown at exit
+        _ctypes.pythonapi.Py_IncRef(_ctypes.py_object(_inherited))
 
 
 # Every pool alive, for closing idle objects at interpreter exit.
 _live: weakref.WeakSet[PoolBase] = weakref.WeakSet()
 
 
-@atexit.register
-def _close_at_exit() -> None:
-    for pool in list(_live):
+EXIT_CLOSE_BOUND = 5.0  # seconds interpreter exit may wait for closers
+
+
+def _close_all_idle(pools: list[PoolBase]) -> None:
+    for pool in pools:
         try:
             pool._close_idle()
-        except BaseException:  # never delay or break the exit
+        except BaseException:  # never break the exit
             pass
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every live pool's idle objects at exit, in a thread of its own so that a
+    closer (or a lock) that hangs cannot hold the exit up longer than the bound."""
+    pools = list(_live)
+    if not pools:
+        return
+    closer = threading.Thread(
+        target=_close_all_idle, args=(pools,), name="ppp-exit-close", daemon=True
+    )
+    closer.start()
+    closer.join(EXIT_CLOSE_BOUND)
 
 
 class _HealthRound:
@@ -370,13 +391,15 @@ class PoolBase:
         def _release(self) -> None: ...
         def _lk_take(self, ticket: Any, nowait: bool, now: float) -> int: ...
         def _lk_timeout(self, ticket: Any) -> bool: ...
-        def _lk_cancel(self, ticket: Any, now: float) -> Any: ...
+        def _lk_cancel(self, ticket: Any, now: float) -> None: ...
+        def _lk_put_closing(self, obj: Any) -> None: ...
         def _lk_add(self, ticket: Any, checkout: bool, now: float) -> int: ...
         def _lk_reserve_fill(self, ticket: Any) -> bool: ...
         def _lk_forget_if(self, slot: Any, state: int, uses: int, now: float) -> bool: ...
         def _lk_discard(self, obj: Any, now: float) -> bool: ...
         def _lk_bad_return(self) -> None: ...
         def _lk_take_list(self, name: str) -> list[Any]: ...
+        def _lk_take_closing(self, box: list[Any]) -> None: ...
         def _lk_shutdown(self) -> None: ...
         def _lk_drop_idle(self) -> None: ...
         def _lk_scan(self, now: float) -> tuple[int, list[Any], list[Any]]: ...
@@ -554,19 +577,30 @@ class PoolBase:
         if self._lk_forget_if(slot, state, uses, self._now_safe()):
             self._close_pending()
 
-    def _close(self, obj: Any) -> None:
-        """Run ``closer`` on an object the pool has already forgotten."""
-        if self._closer is not None:
-            self._hook("closer", self._closer, obj)
-
-    def _close_all(self, objs: list[Any]) -> None:
-        """Close every object, even when a closer is interrupted: the first
-        interrupt is re-raised once all are closed."""
+    def _close_pending(self) -> None:
+        """Run ``closer`` on what the pool forgot: the locked steps queue it in
+        ``_closing``, and it is taken one object at a time.  An interrupt before a
+        closer starts puts its object back in the queue; an interrupted closer is
+        not run again; the first interrupt is re-raised once the queue is empty."""
         interrupt: BaseException | None = None
-        for obj in objs:
+        while self._closing:
+            box: list[Any] = []  # filled under the lock: an interrupt cannot lose it
+            started = False
             try:
-                self._close(obj)
+                self._lk_take_closing(box)
+                closer = self._closer
+                if box and closer is not None:
+                    started = True; closer(box[0])  # noqa: E702  (one step for a tracer)
+            except Exception:
+                if started:
+                    log.exception(
+                        "pool %d: closer hook failed on %s", self._id, self._trace(box[0])
+                    )
+                elif box:
+                    self._lk_put_closing(box[0])
             except BaseException as exc:
+                if box and not started:
+                    self._lk_put_closing(box[0])
                 if interrupt is None:
                     interrupt = exc
         if interrupt is not None:
@@ -574,11 +608,6 @@ class PoolBase:
                 raise interrupt
             finally:
                 interrupt = None
-
-    def _close_pending(self) -> None:
-        """Close what the locked steps forgot (they queue it in ``_closing``)."""
-        if self._closing:
-            self._close_all(self._lk_take_list("_closing"))
 
     def _after_ret(self, obj: Any, code: int) -> None:
         """What ``ret`` does outside the lock once its locked step has run."""
@@ -642,23 +671,31 @@ class PoolBase:
                 f"{self._trace(obj)}; fun must create a new object on each call"
             )
         if code == GONE:
-            self._close(obj)
+            self._close_pending()
             raise PoolException("pool was shut down while creating an object")
         return obj
 
     def _cancel(self, ticket: Any) -> None:
         """Give back what ``ticket`` holds (an interrupt or an error reached its
-        caller): retried if interrupted itself, then the leftovers are closed."""
-        obj = None
-        for _ in range(100):
+        caller).  Retried when interrupted itself; then the leftovers are closed and
+        such an interrupt is raised (the caller's exception is its context)."""
+        interrupt: BaseException | None = None
+        for attempt in range(100):
             try:
-                obj = self._lk_cancel(ticket, self._now_safe())
+                now = self._now() if attempt == 0 else time.monotonic()
+                self._lk_cancel(ticket, now)
                 break
-            except BaseException:  # a second interrupt: the first one is re-raised
-                continue
-        self._close_pending()
-        if obj is not None:
-            self._close(obj)
+            except BaseException as exc:
+                if interrupt is None:
+                    interrupt = exc
+        try:
+            self._close_pending()
+        finally:
+            if interrupt is not None:
+                try:
+                    raise interrupt
+                finally:
+                    interrupt = None
 
     def _fill(self) -> None:
         """Create objects until ``min_size`` exist; failures are logged, not raised."""
@@ -680,28 +717,30 @@ class PoolBase:
 
     # ---------------------------------------------------------- waiting
 
-    def _get_slow(self, timeout: float | None) -> Any:
-        """``get`` when no idle object was at hand (the lock is not held)."""
+    def _get_slow(self, timeout: float | None, ticket: Any) -> Any:
+        """``get`` when no idle object was at hand (the lock is not held).  What the
+        pool grants goes into ``ticket``, which the twin's ``get`` created: on any
+        exception, even one raised as this returns, it hands the ticket to
+        ``_cancel``."""
         if timeout is None:
             timeout = self._timeout
         nowait = timeout == 0
-        ticket = self._Waiter(not nowait)
-        try:
-            code = self._lk_take(ticket, nowait, self._now())
-            if code == QUEUED:
-                code = self._wait(ticket, timeout)
-            if code == GOT:
-                return self._after_get(ticket.slot)
-            if code == CREATE:
-                return self._create(ticket, checkout=True)
-            if code == SHUT:
-                raise PoolException(f"pool {self._id} is shut down")
-            raise TimeOut(
-                f"timeout after 0 seconds: pool {self._id} is full (max_size={self._max_size})"
-            )
-        except BaseException:
-            self._cancel(ticket)
-            raise
+        if not nowait:
+            lock = _allocate_lock()
+            lock.acquire()
+            ticket.lock = lock
+        code = self._lk_take(ticket, nowait, self._now())
+        if code == QUEUED:
+            code = self._wait(ticket, timeout)
+        if code == GOT:
+            return self._after_get(ticket.slot)
+        if code == CREATE:
+            return self._create(ticket, checkout=True)
+        if code == SHUT:
+            raise PoolException(f"pool {self._id} is shut down")
+        raise TimeOut(
+            f"timeout after 0 seconds: pool {self._id} is full (max_size={self._max_size})"
+        )
 
     def _wait(self, ticket: Any, timeout: float | None) -> int:
         """Block until the ticket is granted an object (GOT) or a creation (CREATE)."""

@@ -380,6 +380,8 @@ cdef class _Core:
 
     cdef object _get_c(self, timeout):
         cdef _Slot slot = None
+        cdef Waiter ticket
+        cdef Py_ssize_t uses
         cdef double now = 0.0
         if timeout is not None:
             timeout = check_timeout(timeout)
@@ -398,12 +400,22 @@ cdef class _Core:
             slot.warned = False
         self._unlk()
         if slot is None:
-            return self._get_slow(timeout)
+            ticket = Waiter(False)
+            try:
+                return self._get_slow(timeout, ticket)
+            except BaseException:  # give back whatever was granted, then re-raise
+                self._cancel(ticket)
+                raise
         if self._deferred:
             self._drain_deferred()
         if self._getter is None and not self._leak_trace:
             return slot.obj
-        return self._after_get(slot)
+        uses = slot.uses
+        try:
+            return self._after_get(slot)
+        except BaseException:  # not handed out: back to the pool, then re-raised
+            self._lk_unget(slot, uses, self._now_safe())
+            raise
 
     cdef object _ret_c(self, obj):
         cdef _Slot slot
@@ -614,7 +626,7 @@ cdef class _Core:
 
     def _lk_cancel(self, Waiter ticket, double now):
         """Give back whatever the ticket holds that its caller never got (see the pure
-        twin); returns an object created but never registered, else None."""
+        twin)."""
         cdef _Slot slot
         cdef object obj
         self._lk()
@@ -636,12 +648,22 @@ cdef class _Core:
                 return None
             if ticket.create >= 0:
                 obj = ticket.obj
+                if obj is not None:  # made, never pooled: closed like a forgotten one
+                    ticket.obj = None
+                    self._closing.append(obj)
                 ticket.create = -1
-                ticket.obj = None
                 self._npending -= 1
                 self._free_capacity(now, True)
-                return obj
             return None
+        finally:
+            self._unlk()
+
+    def _lk_unget(self, _Slot slot, Py_ssize_t uses, double now):
+        """The hot path was interrupted after taking ``slot``: give it back unused."""
+        self._lk()
+        try:
+            if self._live(slot, S_USING, uses):
+                self._idle(slot, now, True, 1, 0)
         finally:
             self._unlk()
 
@@ -661,8 +683,10 @@ cdef class _Core:
             self._ncreated += 1
             if self._shutdown:
                 ticket.create = -1
+                ticket.obj = None
                 self._npending -= 1
                 self._ndestroys += 1
+                self._closing.append(obj)
                 self._free_capacity(now, True)
                 return C_GONE
             ppp_table_set(&self._index, <void*>obj, <PyObject*>slot)
@@ -742,10 +766,27 @@ cdef class _Core:
         finally:
             self._unlk()
 
+    def _lk_put_closing(self, obj):
+        """Queue ``obj`` for its closer again (its closer never started)."""
+        self._lk()
+        try:
+            self._closing.insert(0, obj)
+        finally:
+            self._unlk()
+
     def _lk_bad_return(self):
         self._lk()
         self._nbad_returns += 1
         self._unlk()
+
+    def _lk_take_closing(self, list box):
+        """Move the oldest object queued for its closer into ``box``."""
+        self._lk()
+        try:
+            if self._closing:
+                box.append(self._closing.pop(0))
+        finally:
+            self._unlk()
 
     def _lk_take_list(self, str name):
         """Empty the list ``_deferred`` or ``_closing`` and return what it held."""

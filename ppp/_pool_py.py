@@ -206,7 +206,7 @@ class Pool(PoolBase):
         if self._gen != _fork_gen:
             self._forked()
         now = self._now() if self._timed else 0.0
-        mine = None
+        mine = ticket = None
         try:
             with self._lock:
                 avail = self._avail
@@ -214,7 +214,8 @@ class Pool(PoolBase):
                     slot = avail[-1]
                     del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
             if mine is None:
-                return self._get_slow(timeout)
+                ticket = Waiter(False)
+                return self._get_slow(timeout, ticket)
             if self._deferred:
                 self._drain_deferred()
             if self._getter is None and not self._leak_trace:
@@ -223,6 +224,8 @@ class Pool(PoolBase):
         except BaseException:
             if mine is not None:
                 self._lk_unget(mine, mine.uses, self._now_safe())
+            elif ticket is not None:
+                self._cancel(ticket)
             raise
 
     def ret(self, obj: Any) -> None:
@@ -408,7 +411,7 @@ class Pool(PoolBase):
         return False
 
     @_locked
-    def _lk_cancel(self, ticket: Any, now: float) -> Any:
+    def _lk_cancel(self, ticket: Any, now: float) -> None:
         """Give back whatever the ticket holds that its caller never got (an interrupt,
         an error): unqueue it; put a granted object back (retired if the getter ran
         the pool is shut down); free a reserved creation.  Returns an object
@@ -427,9 +430,10 @@ class Pool(PoolBase):
             return None
         if ticket.create >= 0:
             obj = ticket.obj
-            ticket.create = -1; ticket.obj = None; self._npending -= 1  # noqa: E702
+            if obj is not None:  # made, never pooled: closed like a forgotten one
+                ticket.obj = None; self._closing.append(obj)  # noqa: E702
+            ticket.create = -1; self._npending -= 1  # noqa: E702
             self._free_capacity(now)
-            return obj
         return None
 
     @_locked
@@ -453,7 +457,7 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return FULL
         if self._shutdown:
-            ticket.create = -1; self._npending -= 1; self._ncreated += 1; self._ndestroys += 1  # noqa: E501,E702
+            ticket.create = -1; ticket.obj = None; self._npending -= 1; self._ncreated += 1; self._ndestroys += 1; self._closing.append(obj)  # noqa: E501,E702
             self._free_capacity(now)
             return GONE
         if checkout:
@@ -509,6 +513,11 @@ class Pool(PoolBase):
         return True
 
     @_locked
+    def _lk_put_closing(self, obj: Any) -> None:
+        """Queue ``obj`` for its closer again (its closer never started)."""
+        self._closing.insert(0, obj)
+
+    @_locked
     def _lk_bad_return(self) -> None:
         self._nbad_returns += 1
 
@@ -519,6 +528,14 @@ class Pool(PoolBase):
         taken = items[:]
         del items[: len(taken)]
         return taken
+
+    @_locked
+    def _lk_take_closing(self, box: list[Any]) -> None:
+        """Move the oldest object queued for its closer into ``box``."""
+        closing = self._closing
+        if closing:
+            obj = closing[0]
+            del closing[0]; box.append(obj)  # noqa: E702
 
     @_locked
     def _lk_shutdown(self) -> None:

@@ -6,22 +6,60 @@ both must behave identically.  The cold parts (setting, scopes, pooling) live
 in ``ppp.proxy`` and are shared.
 
 ``tp_getattro`` asks one question -- is the name one of the proxy's own few
-names (a frozenset lookup)? -- and otherwise reads the wrapped object straight
-from a C field (shared object) or from the scope's local (attribute ``o``),
-never trying the proxy's own attributes first.  The binding (mode and target)
-is read and written in a critical section: a per-object lock on free-threaded
-Python, nothing on GIL builds.
+names? (a bitmap of their first characters answers most names; a frozenset
+the rest) -- and otherwise reads the wrapped object straight from a C field
+(shared object) or from the scope's local (attribute ``o``), never trying the
+proxy's own attributes first.  The binding (mode and target) is read and
+written in a critical section: a per-object lock on free-threaded Python,
+nothing on GIL builds.
+
+Per-thread reads skip ``threading.local``'s attribute lookup: the proxy keeps
+the last reader's thread dict and the local's dict for that thread, checked on
+every read by the thread-state dict's identity and a weak reference to a
+marker stored in the local's dict (it dies with that dict: when the thread
+ends or the local is dropped).  GIL builds only: on a free-threaded build one
+cache written by every thread would be a point of contention.  A ``VERSATILE``
+local is read the same way when the caller is a plain thread: no running
+asyncio loop, and not inside a greenlet (checked only when greenlet is imported).
 """
 
 cimport cython
 from cpython.object cimport PyObject_GenericGetAttr
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+from cpython.weakref cimport PyWeakref_NewRef
 
 cdef extern from "Python.h":
     int PyObject_GenericSetAttr(object o, object name, PyObject *value) except -1
+    PyObject *PyThreadState_GetDict()
+    PyObject *PyDict_GetItem(PyObject *d, PyObject *key)  # borrowed, never raises
+
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    #define PPP_GIL 0
+    #else
+    #define PPP_GIL 1
+    #endif
+    /* Whether weak reference ``wr`` still has its referent (GIL builds only). */
+    static CYTHON_INLINE int ppp_wr_alive(PyObject *wr) {
+    #if PY_VERSION_HEX >= 0x030D0000
+        PyObject *ref = NULL;
+        int alive = PyWeakref_GetRef(wr, &ref) > 0;
+        Py_XDECREF(ref);
+        return alive;
+    #else
+        return PyWeakref_GET_OBJECT(wr) != Py_None;
+    #endif
+    }
+    """
+    const bint PPP_GIL
+    bint ppp_wr_alive(PyObject *wr)
 
 import math
 import operator
+import sys
+import threading
 
 from ._errors import ProxyException
 from ._proxy_py import _NOT_ASYNC_CM, _NOT_AWAITABLE, NOT_INITIALISED, _special
@@ -35,9 +73,44 @@ cdef enum:
     M_SHARED = 1
     M_LOCAL = 2
 
+cdef enum:
+    K_OTHER = 0  # any local: ``getattr(local, "o")``
+    K_THREAD = 1  # a plain ``threading.local``
+    K_VERSATILE = 2  # a VERSATILE local over a ``threading.local`` (``_ppp_thread``)
+
 _BASE_OWN = frozenset({"__class__", "__reduce__", "__reduce_ex__", "_ppp_bind", "_ppp_mode"})
 
 _PICKLE = "a Proxy cannot be pickled or copied; pickle or copy proxy._get_obj() instead"
+
+cdef object _THREAD_LOCAL = threading.local
+cdef dict _MODULES = sys.modules
+cdef str _O = "o"
+cdef str _MARK = "_ppp_mark"
+cdef object _MISSING = object()
+
+
+@cython.final
+cdef class _Mark:
+    """Lives in one thread's dict of a local: a weak reference to it says the dict
+    is still alive."""
+
+    cdef object __weakref__
+
+
+cdef bint _plain_thread():
+    """Whether the caller is plain thread code for a VERSATILE local: no running
+    asyncio loop, not in a greenlet other than its thread's main one.  False when
+    unsure (the slow path then decides, as it always did)."""
+    try:
+        aio = _MODULES.get("asyncio")
+        if aio is not None and aio._get_running_loop() is not None:
+            return False
+        greenlet = _MODULES.get("greenlet")
+        if greenlet is not None and greenlet.getcurrent().parent is not None:
+            return False
+    except Exception:
+        return False
+    return True
 
 
 @cython.auto_pickle(False)
@@ -47,57 +120,140 @@ cdef class ProxyBase:
     _ppp_own = _BASE_OWN
 
     cdef frozenset _own
+    cdef unsigned long long _first[2]  # bit c: an own name starts with ASCII char c
     cdef int _mode
+    cdef int _kind
     cdef object _target
+    cdef object _tl  # the threading.local of a K_THREAD or K_VERSATILE binding
+    # per-thread read cache (GIL builds): valid while _c_wr's marker lives
+    cdef PyObject *_c_tdict  # the thread-state dict of the cached thread (identity only)
+    cdef PyObject *_c_ldict  # that thread's dict of _tl (alive while the marker is)
+    cdef object _c_wr
 
     def __cinit__(self, *args, **kwargs):
+        cdef unsigned int c
         self._own = frozenset(getattr(type(self), "_ppp_own", _BASE_OWN))
+        self._first[0] = self._first[1] = 0
+        for name in self._own:
+            if isinstance(name, str) and PyUnicode_GET_LENGTH(name):
+                c = PyUnicode_READ_CHAR(name, 0)
+                if c < 128:
+                    self._first[c >> 6] |= 1ULL << (c & 63)
         self._mode = M_UNSET
+        self._kind = K_OTHER
         self._target = None
+        self._tl = None
+        self._c_tdict = NULL
+        self._c_ldict = NULL
+        self._c_wr = None
 
     def _ppp_bind(self, int mode, value):
         """Point the proxy at nothing, one shared object, or a scope local."""
+        cdef int kind = K_OTHER
+        tl = None
         if mode != M_UNSET and mode != M_SHARED and mode != M_LOCAL:
             raise ValueError(f"unknown binding mode {mode!r}")
+        if mode == M_LOCAL:
+            if type(value) is _THREAD_LOCAL:
+                kind, tl = K_THREAD, value
+            elif getattr(type(value), "_ppp_versatile", False):
+                tl = PyObject_GenericGetAttr(value, "_ppp_thread")
+                if type(tl) is _THREAD_LOCAL:
+                    kind = K_VERSATILE
+                else:
+                    tl = None
         with cython.critical_section(self):
+            # the old target, local and marker are released after the swap, so
+            # what their release runs (a holder giving back) sees the new binding
+            old = (self._target, self._tl, self._c_wr)
+            self._c_tdict = NULL
+            self._c_ldict = NULL
+            self._c_wr = None
             self._mode = mode
+            self._kind = kind
             self._target = None if mode == M_UNSET else value
+            self._tl = tl
+        del old
 
     def _ppp_mode(self):
         """The binding mode, for the cold code and tests."""
         with cython.critical_section(self):
             return self._mode
 
+    cdef object _thread_o(self, object tl):
+        """Attribute ``o`` of threading.local ``tl`` in this thread, or _MISSING."""
+        cdef PyObject *tdict
+        cdef PyObject *found
+        if PPP_GIL:
+            tdict = PyThreadState_GetDict()
+            if (
+                tdict != NULL
+                and tdict == self._c_tdict
+                and self._tl is tl
+                and ppp_wr_alive(<PyObject *>self._c_wr)
+            ):
+                found = PyDict_GetItem(self._c_ldict, <PyObject *>_O)
+                return _MISSING if found == NULL else <object>found
+        ldict = getattr(tl, "__dict__")  # this thread's dict (created if new)
+        found = PyDict_GetItem(<PyObject *>ldict, <PyObject *>_O)
+        value = _MISSING if found == NULL else <object>found
+        if PPP_GIL:
+            mark = ldict.get(_MARK)
+            if type(mark) is not _Mark:
+                mark = _Mark()
+                ldict[_MARK] = mark
+            wr = PyWeakref_NewRef(mark, None)
+            tdict = PyThreadState_GetDict()
+            # no allocation from here on: nothing can rebind the proxy in between
+            if tdict != NULL and self._tl is tl:
+                old_wr = self._c_wr
+                self._c_wr = wr
+                self._c_tdict = tdict
+                self._c_ldict = <PyObject *>ldict
+                del old_wr
+        return value
+
     cdef object _obj(self):
-        cdef int mode
-        cdef object target
+        cdef int mode, kind
+        cdef object target, tl
         with cython.critical_section(self):
             mode = self._mode
+            kind = self._kind
             target = self._target
+            tl = self._tl
         if mode == M_SHARED:
             return target
         if mode == M_LOCAL:
-            try:
-                return getattr(target, "o")
-            except AttributeError:  # nothing in this scope's local yet
-                return PyObject_GenericGetAttr(self, "_get_obj")()
+            if kind == K_THREAD or (kind == K_VERSATILE and _plain_thread()):
+                value = self._thread_o(tl)
+                if value is not _MISSING:
+                    return value
+            else:
+                try:
+                    return getattr(target, "o")
+                except AttributeError:  # nothing in this scope's local yet
+                    pass
+            # outside the handler: the slow path's errors (TimeOut...) get no context
+            return PyObject_GenericGetAttr(self, "_get_obj")()
         raise ProxyException(NOT_INITIALISED)
 
     # ------------------------------------------------------ attributes
 
     def __getattribute__(self, name):
-        if name in self._own:
+        if _is_own(self, name):
             return PyObject_GenericGetAttr(self, name)
+        if PPP_GIL and self._mode == M_SHARED:  # the GIL makes the critical section moot
+            return getattr(self._target, name)
         return getattr(self._obj(), name)
 
     def __setattr__(self, name, value):
-        if name in self._own:
+        if _is_own(self, name):
             PyObject_GenericSetAttr(self, name, <PyObject *>value)
         else:
             setattr(self._obj(), name, value)
 
     def __delattr__(self, name):
-        if name in self._own:
+        if _is_own(self, name):
             PyObject_GenericSetAttr(self, name, NULL)
         else:
             delattr(self._obj(), name)
@@ -395,3 +551,13 @@ cdef class ProxyBase:
         obj = self._obj()
         result = operator.ior(obj, other)
         return self if result is obj else result
+
+
+cdef inline bint _is_own(ProxyBase self, object name) except -1:
+    """Whether ``name`` is one of the proxy's own names (never forwarded)."""
+    cdef unsigned int c
+    if isinstance(name, str) and PyUnicode_GET_LENGTH(name):
+        c = PyUnicode_READ_CHAR(name, 0)
+        if c < 128 and not (self._first[c >> 6] >> (c & 63)) & 1:
+            return False
+    return name in self._own

@@ -269,12 +269,17 @@ class ProxyBase:
 _g_get: Callable[[ProxyBase], Callable[[], Any]] = vars(ProxyBase)["_ppp_g"].__get__
 
 
+_MISSING: Any = object()
+
+
 def _obj(self: ProxyBase) -> Any:
     """The object of the current scope (its slow path creates or borrows it)."""
     try:
         return _g_get(self)()
     except AttributeError:  # nothing in this scope's local yet
-        return _ga(self, "_get_obj")()
+        pass
+    # outside the handler: an error of the slow path (TimeOut...) has no context
+    return _ga(self, "_get_obj")()
 
 
 # Python's own wording, formatted with the object's type name
@@ -299,7 +304,9 @@ def _make_getattribute(own: frozenset[str]) -> Callable[[ProxyBase, str], Any]:
             return _ga(self, name)
         try:
             obj = g_get(self)()
-        except AttributeError:
+        except AttributeError:  # nothing in this scope's local yet
+            obj = _MISSING
+        if obj is _MISSING:  # outside the handler: the slow path's errors get no context
             obj = _ga(self, "_get_obj")()
         return getattr(obj, name)
 

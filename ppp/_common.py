@@ -577,6 +577,12 @@ class PoolBase:
         if self._lk_forget_if(slot, state, uses, self._now_safe()):
             self._close_pending()
 
+    def _ret_interrupted(self, obj: Any) -> None:
+        """``ret`` was interrupted before it did anything: the object, whose state is
+        unknown, is retired as by ``discard`` (quietly when the pool does not hold it)."""
+        if self._lk_discard(obj, self._now_safe()):
+            self._close_pending()
+
     def _close_pending(self) -> None:
         """Run ``closer`` on what the pool forgot: the locked steps queue it in
         ``_closing``, and it is taken one object at a time.  An interrupt before a

@@ -430,7 +430,11 @@ cdef class _Core:
         if self._gen != _fork_gen:
             self._forked()
         if self._timed:
-            now = self._now_c()
+            try:
+                now = self._now_c()
+            except BaseException:  # a clock interrupted: the object is retired
+                self._ret_interrupted(obj)
+                raise
         self._lk()
         found = ppp_table_get(&self._index, <void*>obj)
         if found is NULL or (<_Slot>found).state != S_USING:

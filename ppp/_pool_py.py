@@ -242,7 +242,11 @@ class Pool(PoolBase):
         if self._gen != _fork_gen:
             self._forked()
         retter = self._retter
-        now = self._now() if self._timed else 0.0
+        try:
+            now = self._now() if self._timed else 0.0
+        except BaseException:  # a clock interrupted: the object is retired
+            self._ret_interrupted(obj)
+            raise
         slots = self._slots
         key = id(obj)
         uses = -1

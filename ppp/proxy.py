@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from . import _backend
 from ._common import _keep_forever
@@ -85,10 +85,10 @@ class _Holder:
     __slots__ = ("obj", "pid", "pool", "unlink")
 
     def __init__(self, pool: Any, obj: Any) -> None:
-        self.pool: Any = pool
         self.obj: Any = obj
         self.pid = os.getpid()
         self.unlink: Callable[[], Any] | None = None  # cancels an end-of-greenlet link
+        self.pool: Any = pool  # last: a holder interrupted half-built returns nothing
 
     def release(self) -> None:
         """Give the object back (once; later calls do nothing)."""
@@ -174,6 +174,8 @@ class _ScopeLocal:
 
     __slots__ = ("__weakref__", "_ppp_lock", "_ppp_subs", "_ppp_thread")
 
+    # the compiled base reads ``_ppp_thread`` directly when the caller is a plain thread
+    _ppp_versatile: ClassVar[bool] = True
     _ppp_thread: threading.local
     _ppp_subs: dict[int, tuple[weakref.ref[Any], dict[str, Any]]]
     _ppp_lock: threading.Lock
@@ -520,17 +522,21 @@ class _ProxyCold:
             obj = st.fun(n)
             local.o = obj
             return obj
-        obj = pool.get(timeout)
-        holder = _Holder(pool, obj)
+        obj = holder = None
         try:
+            obj = pool.get(timeout)
+            holder = _Holder(pool, obj)
             if st.scope is Scope.GEVENT or st.scope is Scope.EVENTLET:
                 current = _current_greenlet()
                 if current is not None:
                     holder.unlink = _link_end(current, holder.on_end)
             local.h = holder
             local.o = obj
-        except BaseException:
-            holder.release()
+        except BaseException:  # interrupted: the object goes back, once
+            if holder is not None and holder.pool is not None:
+                holder.release()
+            elif obj is not None:
+                pool.ret(obj)
             raise
         return obj
 

@@ -115,17 +115,22 @@ class TraceInjector(Injector):
 class ProfileInjector(Injector):
     """Every profile event in ppp's Python code (call, return, C call and C return:
     each call of a C function from it), and the entry of any other Python function
-    it runs (outside the tests: the test's code and hooks are the user's).  Inside
-    the standard library only function entries count: an interrupt at a
-    ``c_return`` there (say, of the lock ``acquire`` of a logging handler) would
-    break the standard library, not test the pool."""
+    that ppp's code (or the compiled twin, called from the test) calls directly.
+    Calls made inside the standard library do not count: an interrupt at the entry
+    of a logging handler's ``release``, called from its ``finally``, would break
+    the standard library, not test the pool.  The test's own code and hooks are the
+    user's and do not count either."""
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
         filename = frame.f_code.co_filename
         if filename.startswith(TESTS_DIR):
             return
-        if event != "call" and not filename.startswith(PPP_DIR):
-            return
+        if not filename.startswith(PPP_DIR):
+            caller = frame.f_back
+            if event != "call" or caller is None:
+                return
+            if not caller.f_code.co_filename.startswith((PPP_DIR, TESTS_DIR)):
+                return
         if event.startswith("c_"):
             name = getattr(arg, "__qualname__", repr(arg))
             self.hit(lambda: _where(frame, f"{event} {name}"))

@@ -391,6 +391,8 @@ class PoolBase:
         def _release(self) -> None: ...
         def _lk_take(self, ticket: Any, nowait: bool, now: float) -> int: ...
         def _lk_timeout(self, ticket: Any) -> bool: ...
+        def _lk_alive(self, slot: Any, uses: int) -> bool: ...
+        def _lk_pickup(self, slot: Any, now: float) -> None: ...
         def _lk_cancel(self, ticket: Any, now: float) -> None: ...
         def _lk_put_closing(self, obj: Any) -> None: ...
         def _lk_add(self, ticket: Any, checkout: bool, now: float) -> int: ...
@@ -567,6 +569,8 @@ class PoolBase:
             except BaseException:  # interrupted: the caller never gets the object
                 self._drop_interrupted(slot, USING, uses)
                 raise
+            if not self._lk_alive(slot, uses):  # killed while the getter ran: another
+                return self.get()
         return slot.obj
 
     def _drop_interrupted(self, slot: Any, state: int, uses: int) -> None:
@@ -738,6 +742,8 @@ class PoolBase:
         code = self._lk_take(ticket, nowait, self._now())
         if code == QUEUED:
             code = self._wait(ticket, timeout)
+            if code == GOT:
+                self._lk_pickup(ticket.slot, self._now())
         if code == GOT:
             return self._after_get(ticket.slot)
         if code == CREATE:

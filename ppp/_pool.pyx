@@ -212,6 +212,10 @@ cdef enum:
     C_GONE = 5
     C_WAIT_SAMPLES = 1024
 
+# ``last_get`` of an object granted to a waiter that has not run yet: never over-held
+# (housekeeping must not kill what its holder has not received); see ``_lk_pickup``
+cdef double _NOT_PICKED_UP = float("inf")
+
 # How many times this process has forked: bumped in the child, and nothing else is
 # done there; each pool notices on its next use and starts again (``_lk_reset``).
 cdef unsigned long _fork_gen = 0
@@ -489,7 +493,7 @@ cdef class _Core:
             slot.uses += 1
             self._nuses += 1
             self._nusing += 1
-            slot.last_get = now if timed_wait else slot.last_ret
+            slot.last_get = _NOT_PICKED_UP  # see _lk_pickup
             slot.warned = False
             waiter.slot = slot
             waiter.lock.release()
@@ -613,6 +617,21 @@ cdef class _Core:
             return C_QUEUED
         finally:
             self._unlk()
+
+    def _lk_alive(self, _Slot slot, Py_ssize_t uses):
+        """Whether ``slot`` is still in use at ``uses`` (not killed meanwhile)."""
+        cdef bint alive
+        self._lk()
+        alive = self._live(slot, S_USING, uses)
+        self._unlk()
+        return alive
+
+    def _lk_pickup(self, _Slot slot, double now):
+        """A woken waiter has its object: its time in use starts now."""
+        self._lk()
+        if slot.state == S_USING and slot.last_get == _NOT_PICKED_UP:
+            slot.last_get = now
+        self._unlk()
 
     def _lk_timeout(self, Waiter ticket):
         """A wait timed out: unqueue the ticket and count it, unless it was granted

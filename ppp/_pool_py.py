@@ -53,6 +53,9 @@ __all__ = ["Pool"]
 
 _monotonic = time.monotonic
 _T = TypeVar("_T")
+# ``last_get`` of an object granted to a waiter that has not run yet: never over-held
+# (housekeeping must not kill what its holder has not received); see ``_lk_pickup``
+_NOT_PICKED_UP = float("inf")
 
 # How many times this process has forked: bumped in the child, and nothing else is
 # done there; each pool notices on its next use and starts again (``_lk_reset``).
@@ -291,8 +294,7 @@ class Pool(PoolBase):
         waiters = self._waiters
         if waiters:
             waiter = waiters[0]
-            t = slot.last_ret if now is None else now
-            del waiters[0]; waiter.queued = False; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; waiter.slot = slot; waiter.lock.release()  # noqa: E501,E702
+            del waiters[0]; waiter.queued = False; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.lock.release()  # noqa: E501,E702
             if now is not None:
                 self._record_wait(now - waiter.since)
         else:
@@ -403,6 +405,17 @@ class Pool(PoolBase):
         self._nwaits += 1
         self._max_waiting = max(self._max_waiting, len(self._waiters))
         return QUEUED
+
+    @_locked
+    def _lk_alive(self, slot: Any, uses: int) -> bool:
+        """Whether ``slot`` is still in use at ``uses`` (not killed meanwhile)."""
+        return bool(slot.state == USING and slot.uses == uses and self._slots.get(id(slot.obj)) is slot)  # noqa: E501
+
+    @_locked
+    def _lk_pickup(self, slot: Any, now: float) -> None:
+        """A woken waiter has its object: its time in use starts now."""
+        if slot.state == USING and slot.last_get == _NOT_PICKED_UP:
+            slot.last_get = now
 
     @_locked
     def _lk_timeout(self, ticket: Any) -> bool:

@@ -53,14 +53,6 @@ CLIENTS = 24
 STOP_LIMIT = 5.0
 
 
-def fork_xfail(request: pytest.FixtureRequest) -> None:
-    """Until the pool of this run is fork-safe (a forked child's first ``get``
-    hands out a fresh object: ``serverkit.fork_safe``), ``--preload`` fails:
-    strict xfail.  Once the fix is in, the same test must pass."""
-    if not sk.fork_safe():
-        request.applymarker(pytest.mark.xfail(strict=True, reason="fork safety: issue 10"))
-
-
 def need(what: str, ok: bool) -> None:
     """Skip (or fail under PPP_REQUIRE_SERVERS) when ``what`` is missing."""
     if ok:
@@ -148,14 +140,12 @@ def test_gunicorn_preload(
 ) -> None:
     """``--preload``: the pool and the start-up query's connection are made in
     the master, then the workers are forked (issue 10)."""
-    fork_xfail(request)
     check(run("gunicorn-preload", variant, table, tmp_path))
 
 
 def test_gunicorn_preload_max_requests(
     table: sk.RowTable, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    fork_xfail(request)
     check(run("gunicorn-preload", "return", table, tmp_path, max_requests=100), shared_ok=True)
 
 

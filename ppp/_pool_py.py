@@ -136,10 +136,14 @@ def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> 
 def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
     """Run ``method`` with the pool's lock held; an interrupt inside it is repaired
     before the lock is released, then re-raised.  The ``with`` is one line: a
-    tracer sees no line event between the body and the release."""
+    tracer sees no line event between the body and the release.  Returns that a
+    finalizer asked for meanwhile are done once the lock is free."""
 
     def locked(self: Pool, *args: Any) -> _T:
-        with self._lock: return _repairing(self, method, args)  # noqa: E701
+        with self._lock: result = _repairing(self, method, args)  # noqa: E701
+        if self._deferred:  # a finalizer's ret while the lock was held (the GC ran)
+            self._drain_deferred()
+        return result
 
     locked.__name__ = method.__name__
     locked.__doc__ = method.__doc__

@@ -371,6 +371,32 @@ class PoolBase:
         "_nhealth_timeouts",
     )
 
+    _nusing: int
+    _npending: int
+    _ncreating: int
+    _ncreated: int
+    _nuses: int
+    _nreturns: int
+    _nbad_returns: int
+    _nborrows: int
+    _nkilled: int
+    _nrecycled: int
+    _nwornout: int
+    _nexpired: int
+    _ndiscarded: int
+    _ndestroys: int
+    _nhealth: int
+    _bad_health: int
+    _hk_rounds: int
+    _hk_errors: int
+    _hc_rounds: int
+    _hc_errors: int
+    _ntimeouts: int
+    _nwaits: int
+    _max_waiting: int
+    _nhealth_timeouts: int
+    _hk_time: float
+    _hk_last: float
     _shutdown: bool
     _slots: dict[int, Any]
     _avail: list[Any]

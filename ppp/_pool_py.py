@@ -260,6 +260,7 @@ class Pool(PoolBase):
             raise
         slots = self._slots
         key = id(obj)
+        slot: Any
         uses = -1
         done = False
         try:

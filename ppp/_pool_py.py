@@ -139,15 +139,15 @@ def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
     tracer sees no line event between the body and the release.  Returns that a
     finalizer asked for meanwhile are done once the lock is free."""
 
-    def locked(self: Pool, *args: Any) -> _T:
+    def _with_lock(self: Pool, *args: Any) -> _T:
         with self._lock: result = _repairing(self, method, args)  # noqa: E701
         if self._deferred:  # a finalizer's ret while the lock was held (the GC ran)
             self._drain_deferred()
         return result
 
-    locked.__name__ = method.__name__
-    locked.__doc__ = method.__doc__
-    return locked
+    _with_lock.__name__ = method.__name__
+    _with_lock.__doc__ = method.__doc__
+    return _with_lock
 
 
 class Pool(PoolBase):

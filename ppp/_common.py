@@ -260,11 +260,9 @@ class _HealthRound:
                 if self.abandoned:
                     return  # given up on: the housekeeper retired the object
                 self.current = None
-                if pool._lk_health_done(slot, uses, healthy, error, pool._now_safe()):
-                    if not error:
-                        log.error(
-                            "pool %d: bad health, closing %s", pool._id, pool._trace(slot.obj)
-                        )
+                retired = pool._lk_health_done(slot, uses, healthy, error, pool._now_safe())
+                if retired and not error:
+                    log.error("pool %d: bad health, closing %s", pool._id, pool._trace(slot.obj))
                 pool._close_pending()
                 self.ticks.put(True)
         finally:
@@ -625,8 +623,8 @@ class PoolBase:
             try:
                 self._lk_take_closing(box)
                 closer = self._closer
-                if box and closer is not None:
-                    started = True; closer(box[0])  # noqa: E702  (one step for a tracer)
+                if box and closer is not None:  # one line below: one step for a tracer
+                    started = True; closer(box[0])  # noqa: E702 # fmt: skip
             except Exception:
                 if started:
                     log.exception(
@@ -784,12 +782,12 @@ class PoolBase:
         """Block until the ticket is granted an object (GOT) or a creation (CREATE)."""
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # longer than the OS can sleep (inf...): wait until served
-        if not ticket.lock.acquire(True, -1 if timeout is None else timeout):
-            if not self._lk_timeout(ticket):
-                raise TimeOut(
-                    f"timeout after {timeout} seconds waiting for an object: "
-                    f"pool {self._id} is full (max_size={self._max_size})"
-                )
+        got = ticket.lock.acquire(True, -1 if timeout is None else timeout)
+        if not got and not self._lk_timeout(ticket):  # not granted meanwhile either
+            raise TimeOut(
+                f"timeout after {timeout} seconds waiting for an object: "
+                f"pool {self._id} is full (max_size={self._max_size})"
+            )
         if ticket.error:
             raise PoolException(f"pool {self._id} was shut down while waiting")
         return GOT if ticket.slot is not None else CREATE

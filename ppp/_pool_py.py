@@ -265,7 +265,7 @@ class Pool(PoolBase):
         done = False
         try:
             with lock:
-                slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702
+                slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
                 if uses < 0:
                     self._nbad_returns += 1
                 elif retter is None and not (

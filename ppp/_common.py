@@ -309,20 +309,69 @@ def format_stack(frames: list[tuple[Any, int]] | None) -> list[str]:
 
 class _Lease:
     """``with pool.obj() as o``: ``get`` on entry, ``ret`` on exit (a class, not a
-    generator: it is on the hot path of request handlers)."""
+    generator: it is on the hot path of request handlers).  The pure twin's; the
+    compiled twin has its own, in C.
 
-    __slots__ = ("_obj", "_pool", "_timeout")
+    Interrupt safety: the object is granted into a ticket of the lease's own, so an
+    interrupt even as ``__enter__`` returns gives it back; ``__exit__`` retires it if
+    ``ret`` was interrupted before it took effect; and if an interrupt lands as
+    ``__exit__`` is entered (before any of its lines), the lease's finalizer, run
+    as the interrupt unwinds the ``with`` statement, returns the object.  Only a
+    lease inside its ``with`` block has that finalizer (its class is ``_OpenLease``
+    from ``__enter__`` to ``__exit__``): a finalizer on every lease would be a
+    point where Python swallows a KeyboardInterrupt ("Exception ignored in")."""
+
+    __slots__ = ("_obj", "_pool", "_slot", "_timeout", "_uses")
 
     def __init__(self, pool: PoolBase, timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._slot: Any = None  # set while the with block holds the object
 
     def __enter__(self) -> Any:
-        self._obj = self._pool.get(self._timeout)
-        return self._obj
+        pool = self._pool
+        timeout = self._timeout if self._timeout is None else check_timeout(self._timeout)
+        if pool._stale():
+            pool._forked()
+        ticket = pool._Waiter(False)
+        try:
+            obj = pool._get_slow(timeout, ticket); slot = ticket.slot if ticket.slot is not None and ticket.slot.obj is obj else _NO_SLOT; self._uses = slot.uses; self._obj = obj; self._slot = slot; self.__class__ = _OpenLease; return obj  # noqa: E501,E702 # fmt: skip
+        except BaseException:
+            pool._cancel(ticket)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
-        self._pool.ret(self._obj)
+        self.__class__ = _Lease; slot = self._slot; self._slot = None  # noqa: E702 # fmt: skip
+        try:
+            self._pool.ret(self._obj)
+        except BaseException:  # interrupted: retired unless ret took effect
+            if slot is not None and slot is not _NO_SLOT:
+                self._pool._drop_interrupted(slot, USING, self._uses)
+            raise
+
+
+class _OpenLease(_Lease):
+    """A lease inside its ``with`` block (see ``_Lease``)."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        slot = self._slot
+        if slot is not None:  # __exit__ never ran: interrupted as it was entered
+            self._slot = None
+            if slot is _NO_SLOT or self._pool._lk_alive(slot, self._uses):
+                self._pool.ret(self._obj)
+
+
+class _NoSlot:
+    """The slot of a lease whose object came from a nested ``get`` (its first was
+    killed while its getter ran): unknown, so ``__exit__`` just returns it."""
+
+    __slots__ = ()
+    uses = -1
+
+
+_NO_SLOT: Any = _NoSlot()
 
 
 # ---------------------------------------------------------------------- the base
@@ -689,7 +738,17 @@ class PoolBase:
         any exception the caller hands the ticket to ``_cancel``, which frees the
         slot and closes an object made but not pooled."""
         n = ticket.create
-        ticket.obj = obj = self._fun(n)
+        made: list[Any] = []
+        try:
+            # fun is called by C (map) and its result stored by C (extend): an
+            # interrupt cannot land between fun's return and the store, so the
+            # object is never lost; the ticket gets it on the same line (a tracer's
+            # step) or in the finally (a signal after extend): _cancel closes it
+            made.extend(map(self._fun, (n,))); ticket.obj = made[0]  # noqa: E702 # fmt: skip
+        finally:
+            if made:
+                ticket.obj = made[0]
+        obj = made[0]
         if obj is None:
             raise PoolException(
                 f"fun returned None (creation {n}): it must return the object to pool"

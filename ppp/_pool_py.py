@@ -10,7 +10,8 @@ lock; here it is built by hand):
 
 - every locked region is a ``with self._lock:`` block: entering it runs no
   bytecode between the acquire and the protected body, so an interrupt cannot
-  leave the lock held;
+  leave the lock held; no ``try:`` inside one (CPython 3.11 leaves the ``try``
+  line's own instruction outside every handler);
 - an interrupt inside a ``_lk_*`` region makes ``_repair`` rebuild what derives
   from the slots' states (the idle stack, the in-use count, grants owed to
   waiters) before the lock is released and the interrupt re-raised;
@@ -19,7 +20,14 @@ lock; here it is built by hand):
   attribute stores and arithmetic, with at most one call, last.  CPython runs
   signal handlers and delivers asynchronous exceptions only at calls and
   backward jumps, and a tracer sees a line as one step, so an interrupt lands
-  before the commit line or after it, never inside.  Results go into the
+  before the commit line or after it, never inside.  A profiler sees each call
+  of a C function, so appends are written ``items += (item,)`` (an operator, not
+  a call), and where a call cannot be avoided (``remove``) the flag that
+  ``_repair`` reads is set first;
+- a tracer or profiler can also raise just before a ``with`` block releases the
+  lock (the exit's line event, the C call of ``__exit__``): every such block is
+  in a ``try`` whose handler releases the lock if this thread still holds it
+  (``_unlock_if_held``), the block's body having finished.  Results go into the
   caller's ``Waiter`` ticket within that line, so the caller's ``except
   BaseException`` can always give back what it was granted (``_lk_cancel``).
   Those long lines are deliberate (ruff E702 is off for them).
@@ -133,6 +141,16 @@ def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> 
         raise
 
 
+def _unlock_if_held(lock: Any) -> None:
+    """After an exception left a ``with lock:`` block: release the lock if that
+    exception came from the release itself.  A tracer (the exit's line event of a
+    multi-line block) or a profiler (the C call of ``__exit__``) can raise just
+    before the release; the block's body had finished, so the state is whole.
+    Never reached with the lock legitimately held: it is never taken twice."""
+    if lock._is_owned():
+        lock.release()
+
+
 def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
     """Run ``method`` with the pool's lock held; an interrupt inside it is repaired
     before the lock is released, then re-raised.  The ``with`` is one line: a
@@ -140,7 +158,12 @@ def _locked(method: Callable[..., _T]) -> Callable[..., _T]:
     finalizer asked for meanwhile are done once the lock is free."""
 
     def _with_lock(self: Pool, *args: Any) -> _T:
-        with self._lock: result = _repairing(self, method, args)  # noqa: E701
+        lock = self._lock
+        try:
+            with lock: result = _repairing(self, method, args)  # noqa: E701
+        except BaseException:
+            _unlock_if_held(lock)
+            raise
         if self._deferred:  # a finalizer's ret while the lock was held (the GC ran)
             self._drain_deferred()
         return result
@@ -233,6 +256,7 @@ class Pool(PoolBase):
                 return mine.obj
             return self._after_get(mine)
         except BaseException:
+            _unlock_if_held(self._lock)  # raised at the release: the body was done
             if mine is not None:
                 self._lk_unget(mine, mine.uses, self._now_safe())
             elif ticket is not None:
@@ -274,7 +298,7 @@ class Pool(PoolBase):
                     or (self._max_use and uses >= self._max_use)
                     or (self._max_lifetime and now - slot.created >= self._max_lifetime)
                 ):
-                    self._nreturns += 1; self._nusing -= 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail.append(slot); uses = -1; done = True  # noqa: E501,E702
+                    self._nreturns += 1; self._nusing -= 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
             if done:
                 if self._deferred:
                     self._drain_deferred()
@@ -287,6 +311,7 @@ class Pool(PoolBase):
             code = self._lk_ret(slot, uses, self._now())
             uses = -1  # done: nothing to undo
         except BaseException:
+            _unlock_if_held(lock)  # raised at the release: the body was done
             # interrupted before the object was back: its state is unknown (the
             # retter may have run part-way), so it is retired; then re-raised
             if uses >= 0:
@@ -307,7 +332,7 @@ class Pool(PoolBase):
             if now is not None:
                 self._record_wait(now - waiter.since)
         else:
-            self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail.append(slot)  # noqa: E501,E702
+            self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
 
     def _record_wait(self, wait: float) -> None:
         samples = self._wait_samples
@@ -321,7 +346,7 @@ class Pool(PoolBase):
         """Drop an object that is not on the idle stack (its slot is freed); its
         closer runs later, outside the lock (``_closing``)."""
         key = id(slot.obj)
-        del self._slots[key]; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing.append(slot.obj)  # noqa: E501,E702
+        del self._slots[key]; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
         self._free_capacity(now)
 
     def _forget_idle(self) -> None:
@@ -410,7 +435,7 @@ class Pool(PoolBase):
         if nowait:
             self._ntimeouts += 1
             return FULL
-        ticket.since = now; ticket.queued = True; self._waiters.append(ticket)  # noqa: E702
+        ticket.since = now; ticket.queued = True; self._waiters += (ticket,)  # noqa: E702
         self._nwaits += 1
         self._max_waiting = max(self._max_waiting, len(self._waiters))
         return QUEUED
@@ -432,7 +457,7 @@ class Pool(PoolBase):
         meanwhile (then True: use the grant)."""
         if not ticket.queued:
             return True
-        self._waiters.remove(ticket); ticket.queued = False  # noqa: E702
+        ticket.queued = False; self._waiters.remove(ticket)  # noqa: E702  (unflagged first: _repair drops it)
         self._ntimeouts += 1
         return False
 
@@ -443,7 +468,7 @@ class Pool(PoolBase):
         the pool is shut down); free a reserved creation.  Returns an object
         created but never registered (the caller closes it), else None.  Idempotent."""
         if ticket.queued:
-            self._waiters.remove(ticket); ticket.queued = False  # noqa: E702
+            ticket.queued = False; self._waiters.remove(ticket)  # noqa: E702  (unflagged first: _repair drops it)
             return None
         slot = ticket.slot
         if slot is not None:
@@ -457,7 +482,7 @@ class Pool(PoolBase):
         if ticket.create >= 0:
             obj = ticket.obj
             if obj is not None:  # made, never pooled: closed like a forgotten one
-                ticket.obj = None; self._closing.append(obj)  # noqa: E702
+                ticket.obj = None; self._closing += (obj,)  # noqa: E702
             ticket.create = -1; self._npending -= 1  # noqa: E702
             self._free_capacity(now)
         return None
@@ -483,13 +508,13 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return FULL
         if self._shutdown:
-            ticket.create = -1; ticket.obj = None; self._npending -= 1; self._ncreated += 1; self._ndestroys += 1; self._closing.append(obj)  # noqa: E501,E702
+            ticket.create = -1; ticket.obj = None; self._npending -= 1; self._ncreated += 1; self._ndestroys += 1; self._closing += (obj,)  # noqa: E501,E702
             self._free_capacity(now)
             return GONE
         if checkout:
             slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
             return GOT
-        slot.state = BORROWED; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None  # noqa: E501,E702
+        slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None  # noqa: E501,E702
         self._idle(slot, now, 0, 0)
         return QUEUED
 
@@ -541,7 +566,7 @@ class Pool(PoolBase):
     @_locked
     def _lk_put_closing(self, obj: Any) -> None:
         """Queue ``obj`` for its closer again (its closer never started)."""
-        self._closing.insert(0, obj)
+        self._closing[:0] = (obj,)
 
     @_locked
     def _lk_bad_return(self) -> None:
@@ -561,7 +586,7 @@ class Pool(PoolBase):
         closing = self._closing
         if closing:
             obj = closing[0]
-            del closing[0]; box.append(obj)  # noqa: E702
+            del closing[0]; box += (obj,)  # noqa: E702
 
     @_locked
     def _lk_shutdown(self) -> None:
@@ -642,7 +667,7 @@ class Pool(PoolBase):
         count, or -1 when it is no longer idle."""
         if slot.state != IDLE or self._shutdown:
             return -1
-        slot.state = BORROWED; self._avail.remove(slot)  # noqa: E702
+        self._avail.remove(slot); slot.state = BORROWED  # noqa: E702  (unstacked first: _repair restacks it)
         self._nborrows += 1
         self._nhealth += 1
         return slot.uses  # type: ignore[no-any-return]

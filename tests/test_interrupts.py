@@ -112,6 +112,11 @@ class TraceInjector(Injector):
         sys.settrace(None)
 
 
+def _called_by_tests(frame: FrameType) -> bool:
+    caller = frame.f_back
+    return caller is not None and caller.f_code.co_filename.startswith(TESTS_DIR)
+
+
 class ProfileInjector(Injector):
     """Every profile event in ppp's Python code (call, return, C call and C return:
     each call of a C function from it), and the entry of any other Python function
@@ -119,11 +124,15 @@ class ProfileInjector(Injector):
     Calls made inside the standard library do not count: an interrupt at the entry
     of a logging handler's ``release``, called from its ``finally``, would break
     the standard library, not test the pool.  The test's own code and hooks are the
-    user's and do not count either."""
+    user's and do not count either, nor does the ``return`` event of a ppp function
+    that the test called directly: what it returns is already the caller's, as right
+    after a compiled call returns (an interrupt there is one in the caller's code)."""
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
         filename = frame.f_code.co_filename
         if filename.startswith(TESTS_DIR):
+            return
+        if event == "return" and _called_by_tests(frame):
             return
         if not filename.startswith(PPP_DIR):
             caller = frame.f_back
@@ -526,13 +535,7 @@ def _known_gap(request: pytest.FixtureRequest, reason: str) -> None:
     request.applymarker(pytest.mark.xfail(strict=False, reason=f"issue 11 open: {reason}"))
 
 
-PURE_LOCK_EXIT = (
-    "pure twin: a tracer or profiler raising at the release of a multi-line "
-    "`with lock:` block (the exit's line event, the c_call of RLock.__exit__) leaves "
-    "the lock held; signals cannot land there"
-)
 PROXY_PATHS = "ppp/proxy.py's slow paths are not yet safe at every injection point"
-PURE_STORM = "pure twin under signal storms and async exceptions on the slow paths"
 
 
 @pytest.mark.parametrize("mode", ["trace", "profile", "clock"])
@@ -548,8 +551,6 @@ def test_injected_interrupt(
         request.applymarker(
             pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
         )
-    elif backend.__name__ == "ppp._pool_py" and mode != "clock":
-        _known_gap(request, PURE_LOCK_EXIT)
     faulthandler.dump_traceback_later(300, exit=False)
     try:
         failures = inject(Pool, backend, name, mode)
@@ -563,6 +564,7 @@ def test_injected_interrupt(
 # ------------------------------------------------------------------ real signals
 
 STORM_SECONDS = 2.0
+HOOKS_FILE = os.path.join(TESTS_DIR, "invariants.py")
 STORM_OPS = ["hot", "hot_obj", "get0_full", "wait_served", "proxy"]
 
 
@@ -586,7 +588,7 @@ class Storm:
         self.signals += 1
         if not self.armed:
             return
-        if self.inside_only and not self._inside(frame):
+        if (self.inside_only and not self._inside(frame)) or self._in_hook(frame):
             self.outside += 1
             return
         self.armed = False  # one interrupt per arming
@@ -596,6 +598,18 @@ class Storm:
             key = _where(frame, "")
             self.where[key] = self.where.get(key, 0) + 1
         raise KeyboardInterrupt("SIGALRM")
+
+    @staticmethod
+    def _in_hook(frame: FrameType | None) -> bool:
+        """Whether the signal landed in the ``Maker``'s hooks (``fun``, ``closer``):
+        the user's code, whose interrupts the pool's contract covers elsewhere (an
+        interrupted closer is not run again: test_hostile_hooks.py); here it would
+        only hide, from the test's own count of closed objects, one that was closed."""
+        while frame is not None:
+            if frame.f_code.co_filename == HOOKS_FILE:
+                return True
+            frame = frame.f_back
+        return False
 
     @staticmethod
     def _inside(frame: FrameType | None) -> bool:
@@ -740,8 +754,6 @@ def test_signal_storm(backend: ModuleType, op: str, request: pytest.FixtureReque
     a pool that deadlocks its own main thread shows as a stack dump)."""
     if op == "proxy":
         _known_gap(request, PROXY_PATHS)
-    elif backend.__name__ == "ppp._pool_py" and op in ("hot_obj", "wait_served"):
-        _known_gap(request, PURE_STORM)
     if not hasattr(signal, "setitimer"):
         pytest.skip("no setitimer on this platform")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(PPP_DIR), TESTS_DIR]))
@@ -763,12 +775,29 @@ def test_signal_storm(backend: ModuleType, op: str, request: pytest.FixtureReque
 # ------------------------------------------------------ asynchronous exceptions
 
 
-def test_async_exceptions_into_threads(Pool: Any, request: pytest.FixtureRequest) -> None:
+class _Unstick(Exception):
+    pass
+
+
+def _unstick_async_flag(set_async: Any) -> None:
+    """Clear the interpreter's "asynchronous exception pending" flag.  On CPython
+    3.11 clearing a thread's pending exception (``PyThreadState_SetAsyncExc(id,
+    NULL)``) sets that interpreter-wide flag and only a thread that then receives an
+    exception resets it: left set, every thread goes through the pending-calls
+    handler at each check, which slowed a later test's traced thread to a crawl.
+    So one exception is thrown into this thread and caught here."""
+    try:
+        set_async(threading.get_ident(), _Unstick)
+        while True:  # the backward jump delivers it
+            pass
+    except _Unstick:
+        pass
+
+
+def test_async_exceptions_into_threads(Pool: Any) -> None:
     """KeyboardInterrupt thrown into 8 threads (PyThreadState_SetAsyncExc, as
     timeout libraries and debuggers do) hammering the pool at a 1 µs switch
     interval, several rounds; after each round every invariant holds."""
-    if Pool.__module__ == "ppp._pool_py":
-        _known_gap(request, PURE_STORM)
     set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
     set_async.argtypes = (ctypes.c_ulong, ctypes.py_object)
     set_async.restype = ctypes.c_int
@@ -776,7 +805,12 @@ def test_async_exceptions_into_threads(Pool: Any, request: pytest.FixtureRequest
         ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
     )
     maker = Maker()
-    pool = Pool(maker.fun, max_size=4, min_size=2, closer=maker.closer)
+    # the closer is a C function (list.append): an exception thrown into a worker
+    # cannot land inside it, which would hide from the test's count an object the
+    # pool did close (an interrupted closer is test_hostile_hooks.py's case);
+    # the main thread, which throws none, counts them before each check
+    closed: list[Res] = []
+    pool = Pool(maker.fun, max_size=4, min_size=2, closer=closed.append)
     old = sys.getswitchinterval()
     faulthandler.dump_traceback_later(120, exit=False)
     totals = {"ops": 0, "interrupted": 0, "timeouts": 0, "escaped": 0}
@@ -841,6 +875,8 @@ def test_async_exceptions_into_threads(Pool: Any, request: pytest.FixtureRequest
                 dump_all(f"round {rnd}: threads stuck")
                 pytest.fail(f"round {rnd}: threads {stuck} stuck in the pool (lock held for good?)")
             try:
+                while closed:
+                    maker.closer(closed.pop())
                 check_pool(pool, [], maker)
             except Hang:
                 WEDGED.append(pool)
@@ -849,6 +885,7 @@ def test_async_exceptions_into_threads(Pool: Any, request: pytest.FixtureRequest
     finally:
         sys.setswitchinterval(old)
         faulthandler.cancel_dump_traceback_later()
+        _unstick_async_flag(set_async)
     assert totals["interrupted"] > 0, f"no interrupt ever landed inside the pool: {totals}"
     pool.shutdown()
 

@@ -333,11 +333,20 @@ class _Lease:
         timeout = self._timeout if self._timeout is None else check_timeout(self._timeout)
         if pool._stale():
             pool._forked()
-        ticket = pool._Waiter(False)
+        ticket = None
         try:
+            # the hot path (no hooks): an idle object checked out into this lease
+            if pool._getter is None and not pool._leak_trace and pool._lease_take(self, pool._now() if pool._timed else 0.0):  # noqa: E501 # fmt: skip
+                return self._obj
+            ticket = pool._Waiter(False)
             obj = pool._get_slow(timeout, ticket); slot = ticket.slot if ticket.slot is not None and ticket.slot.obj is obj else _NO_SLOT; self._uses = slot.uses; self._obj = obj; self._slot = slot; self.__class__ = _OpenLease; return obj  # noqa: E501,E702 # fmt: skip
         except BaseException:
-            pool._cancel(ticket)
+            slot = self._slot
+            self.__class__ = _Lease; self._slot = None  # noqa: E702 # fmt: skip
+            if ticket is not None:
+                pool._cancel(ticket)
+            elif slot is not None:  # taken, then interrupted as it came back here
+                pool._lk_unget(slot, self._uses, pool._now_safe())
             raise
 
     def __exit__(self, *exc_info: object) -> None:

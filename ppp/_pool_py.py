@@ -413,7 +413,8 @@ class Pool(PoolBase):
     def _lk_ret(self, slot: Any, uses: int, now: float) -> int:
         """Second half of ``ret``: back to the oldest waiter or the idle stack (GOT),
         retired (GONE: the caller closes it), or gone meanwhile (SHUT: a bad return)."""
-        if slot.state != USING or slot.uses != uses or self._slots.get(id(slot.obj)) is not slot:
+        registered = self._slots.get(id(slot.obj))
+        if slot.state != USING or slot.uses != uses or id(registered) != id(slot):
             self._nbad_returns += 1
             return SHUT
         if self._max_use and uses >= self._max_use:

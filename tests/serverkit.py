@@ -557,6 +557,44 @@ def row_table(dsn: str = PG_DSN) -> Iterator[RowTable]:
         table.drop()
 
 
+_BOOTING = re.compile(r"Booting worker with pid: (\d+)")
+_READY = re.compile(r"ppp-test: worker ready pid=(\d+)")
+
+
+def wait_gunicorn_workers_ready(server: Server, bound: float = 15.0) -> None:
+    """Wait until no gunicorn worker is between its fork and the end of its start
+    (``post_worker_init``, logged by gunicorn_conf.py), or ``bound`` seconds.
+
+    A SIGTERM that reaches a worker there is lost: until it installs its own
+    handlers it runs the master's, which only queue the signal (benoitc/gunicorn
+    #1910), so the master waits its whole ``graceful_timeout`` and then kills it.
+    With ``--max-requests`` a worker is often being replaced as the load ends;
+    the stop time measured afterwards is then the pools' and the workers', not
+    that race's."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        text = server.log()
+        booting = set(_BOOTING.findall(text)) - set(_READY.findall(text))
+        if not any(_alive(int(pid)) for pid in booting):
+            return
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by the master) is not starting
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def run_scenario(
     kind: str,
     variant: str,
@@ -599,6 +637,8 @@ def run_scenario(
         )
         watch.sample()
     finally:
+        if kind.startswith("gunicorn"):
+            wait_gunicorn_workers_ready(server)
         stop_seconds = server.stop(stop_bound)
         watch.stop()
     try:

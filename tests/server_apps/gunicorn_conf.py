@@ -23,6 +23,11 @@ def _shutdown() -> None:
         app.shutdown_pools()
 
 
+def post_worker_init(worker: Any) -> None:
+    # the harness sends SIGTERM only once no worker is still starting (serverkit.py)
+    print(f"ppp-test: worker ready pid={worker.pid}", file=sys.stderr, flush=True)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     _shutdown()
 

@@ -16,8 +16,18 @@ State invariants, true whenever the pool's lock is free:
   a health check);
 - ``len(_slots) + _npending <= _max_size`` when ``_max_size > 0``
   (``_npending`` counts creations in flight);
-- threads wait in ``_waiters`` only while nothing is idle and the pool is full:
-  anything freed goes to the oldest waiter first (first come, first served);
+- threads wait in ``_waiters`` (oldest first) only while the pool is full.  An
+  object freed while they wait is either handed to the oldest waiter (hand-off)
+  or made idle for anyone to take (barging), and the oldest waiter not yet woken
+  is woken to compete for it: ``_nwoken`` (the queued tickets woken and not yet
+  back) is at least ``min(len(_avail), len(_waiters))``, so no idle object is
+  left while every waiter sleeps.  An object is handed off once the oldest
+  waiter has waited ``handoff_after`` seconds or seen ``HANDOFF_PASSES`` objects
+  made idle since it queued (each a chance for someone else to take one first),
+  and from then on until a waiter that was not starving is served or the queue
+  drains (hand-off mode, ``_handoff``);
+- a slot freed while threads wait is always handed to the oldest waiter, as a
+  creation;
 - what a caller was granted is recorded in its ``Waiter`` ticket until the
   caller has it, so an interrupt can give it back (``_lk_cancel``).
 """
@@ -51,6 +61,13 @@ IDLE, USING, BORROWED = 0, 1, 2
 # what a locked step tells its caller (``_lk_take``, ``_lk_add``, ``_lk_ret``)
 GOT, CREATE, SHUT, FULL, QUEUED, GONE = range(6)
 WAIT_SAMPLES = 1024  # wait durations kept for the median and 95th percentile
+# The fairness bound (see the README's Pool reference): once the oldest waiter has
+# waited ``handoff_after`` seconds (a parameter, default HANDOFF_AFTER) or seen
+# HANDOFF_PASSES objects made idle since it queued -- each a chance for a thread
+# that came later to take an object before it -- freed objects are handed to the
+# waiters first come, first served, until one that was not starving is served.
+HANDOFF_AFTER = 0.001
+HANDOFF_PASSES = 64
 HEALTH_TIMEOUT = 5.0  # default bound on one health check
 
 _pool_ids = itertools.count(1)
@@ -427,6 +444,8 @@ class PoolBase:
         "_nwaits",
         "_max_waiting",
         "_nhealth_timeouts",
+        "_nhandoffs",
+        "_max_passed",
     )
 
     _nusing: int
@@ -453,6 +472,9 @@ class PoolBase:
     _nwaits: int
     _max_waiting: int
     _nhealth_timeouts: int
+    _nhandoffs: int
+    _max_passed: int
+    _handoff_after: float
     _hk_time: float
     _hk_last: float
     _shutdown: bool
@@ -475,6 +497,7 @@ class PoolBase:
         def _release(self) -> None: ...
         def _lk_take(self, ticket: Any, nowait: bool, now: float) -> int: ...
         def _lk_timeout(self, ticket: Any) -> bool: ...
+        def _lk_retry(self, ticket: Any, now: float) -> int: ...
         def _lk_alive(self, slot: Any, uses: int) -> bool: ...
         def _lk_pickup(self, slot: Any, now: float) -> None: ...
         def _lk_cancel(self, ticket: Any, now: float) -> None: ...
@@ -527,6 +550,7 @@ class PoolBase:
         clock: Callable[[], float] | None = None,
         health_timeout: float | None = HEALTH_TIMEOUT,
         after_fork: PoolHook | None = None,
+        handoff_after: float = HANDOFF_AFTER,
     ) -> None:
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}: {fun!r}")
@@ -559,6 +583,7 @@ class PoolBase:
         health_timeout = check_timeout(health_timeout, "health_timeout")
         if health_timeout == 0:
             raise ValueError("health_timeout must be > 0 seconds (None: no bound), got 0")
+        handoff_after = check_delay("handoff_after", handoff_after)
         if not isinstance(leak_trace, bool):
             kind = type(leak_trace).__name__
             raise TypeError(f"leak_trace must be a bool, got {kind}: {leak_trace!r}")
@@ -601,6 +626,7 @@ class PoolBase:
         self._clock = clock
         self._health_timeout = health_timeout
         self._after_fork = after_fork
+        self._handoff_after = handoff_after
         self._timed = bool(max_avail_delay or self._max_using_delay_warn or max_lifetime)
         self._delay = derive_delay(
             delay, max_avail_delay, max_using_delay, max_using_delay_kill, max_lifetime, health
@@ -851,18 +877,36 @@ class PoolBase:
         )
 
     def _wait(self, ticket: Any, timeout: float | None) -> int:
-        """Block until the ticket is granted an object (GOT) or a creation (CREATE)."""
+        """Block until the ticket is granted an object (GOT) or a creation (CREATE).
+
+        A waiter woken to compete for an idle object (the pool is not in hand-off
+        mode) tries to take it (``_lk_retry``); when a thread that came later took
+        it first, the waiter waits again in its place in the queue."""
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # longer than the OS can sleep (inf...): wait until served
-        got = ticket.lock.acquire(True, -1 if timeout is None else timeout)
-        if not got and not self._lk_timeout(ticket):  # not granted meanwhile either
-            raise TimeOut(
-                f"timeout after {timeout} seconds waiting for an object: "
-                f"pool {self._id} is full (max_size={self._max_size})"
-            )
-        if ticket.error:
-            raise PoolException(f"pool {self._id} was shut down while waiting")
-        return GOT if ticket.slot is not None else CREATE
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = ticket.lock
+        while True:
+            if deadline is None:
+                got = lock.acquire()
+            else:
+                got = lock.acquire(True, max(0.0, deadline - time.monotonic()))
+            if not got and not self._lk_timeout(ticket):  # not granted meanwhile either
+                raise TimeOut(
+                    f"timeout after {timeout} seconds waiting for an object: "
+                    f"pool {self._id} is full (max_size={self._max_size})"
+                )
+            if ticket.error:
+                raise PoolException(f"pool {self._id} was shut down while waiting")
+            if ticket.slot is not None:
+                return GOT
+            if ticket.create >= 0:
+                return CREATE
+            code = self._lk_retry(ticket, self._now())
+            if code == SHUT:
+                raise PoolException(f"pool {self._id} was shut down while waiting")
+            if code != QUEUED:
+                return code
 
     # ---------------------------------------------------------- public API
 
@@ -1048,6 +1092,7 @@ class PoolBase:
             "max_lifetime": self._max_lifetime,
             "health_freq": self._health_freq,
             "health_timeout": self._health_timeout,
+            "handoff_after": self._handoff_after,
             "now": now,
             "running": (datetime.datetime.now() - self._started).total_seconds(),
             "sem": (
@@ -1086,6 +1131,9 @@ class PoolBase:
             "max_waiting": c["_max_waiting"],
             "nwaits": c["_nwaits"],
             "ntimeouts": c["_ntimeouts"],
+            "nhandoffs": c["_nhandoffs"],
+            "max_passed": c["_max_passed"],
+            "longest_wait": wait_max if c["_nwaits"] and ordered else None,
             "wait_time": {
                 "median": percentile(ordered, 0.5),
                 "p95": percentile(ordered, 0.95),

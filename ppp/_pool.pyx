@@ -188,6 +188,7 @@ from ._common import (
     FULL,
     GONE,
     GOT,
+    HANDOFF_PASSES,
     IDLE,
     QUEUED,
     SHUT,
@@ -211,6 +212,9 @@ cdef enum:
     C_QUEUED = 4
     C_GONE = 5
     C_WAIT_SAMPLES = 1024
+    C_HANDOFF_PASSES = 64
+
+assert C_HANDOFF_PASSES == HANDOFF_PASSES
 
 # ``last_get`` of an object granted to a waiter that has not run yet: never over-held
 # (housekeeping must not kill what its holder has not received); see ``_lk_pickup``
@@ -263,8 +267,8 @@ cdef class Waiter:
 
     cdef public object lock, slot, obj
     cdef public double since
-    cdef public Py_ssize_t create
-    cdef public bint error, queued
+    cdef public Py_ssize_t create, passed0
+    cdef public bint error, queued, woken
 
     def __init__(self, bint blocking=True):
         if blocking:
@@ -274,6 +278,8 @@ cdef class Waiter:
         self.create = -1
         self.error = False
         self.queued = False
+        self.woken = False
+        self.passed0 = 0
 
 
 cdef class _Core:
@@ -289,7 +295,10 @@ cdef class _Core:
     cdef public Py_ssize_t _nbad_returns, _nborrows, _nkilled, _nrecycled, _nwornout
     cdef public Py_ssize_t _nexpired, _ndiscarded, _ndestroys, _nhealth, _bad_health
     cdef public Py_ssize_t _hk_rounds, _hk_errors, _hc_rounds, _hc_errors, _ntimeouts
-    cdef public Py_ssize_t _nwaits, _max_waiting, _nhealth_timeouts
+    cdef public Py_ssize_t _nwaits, _max_waiting, _nhealth_timeouts, _nhandoffs, _max_passed
+    cdef public Py_ssize_t _nwoken, _nfreed
+    cdef public bint _handoff
+    cdef public double _handoff_after
     cdef public Py_ssize_t _max_size, _min_size, _max_use, _forks, _pid
     cdef public double _max_lifetime, _max_avail_delay, _max_using_delay_warn
     cdef public double _max_using_delay_kill, _wait_max, _hk_time, _hk_last
@@ -330,6 +339,10 @@ cdef class _Core:
         self._ndiscarded = self._ndestroys = self._nhealth = self._bad_health = 0
         self._hk_rounds = self._hk_errors = self._hc_rounds = self._hc_errors = 0
         self._ntimeouts = self._nwaits = self._max_waiting = self._nhealth_timeouts = 0
+        self._nhandoffs = self._max_passed = 0
+        self._handoff = False  # hand-off mode: freed objects go to the oldest waiter
+        self._nwoken = 0  # queued tickets woken to compete, not yet back
+        self._nfreed = 0  # objects made idle while threads waited (see HANDOFF_PASSES)
 
     # ------------------------------------------------------------ the lock
 
@@ -481,36 +494,82 @@ cdef class _Core:
 
     cdef int _idle(self, _Slot slot, double now, bint timed_wait, int using,
                    int returned) except -1:
-        """``slot`` is free: checked out to the oldest waiter (woken), else on top of
-        the idle stack (see the pure twin)."""
+        """``slot`` is free: handed to the oldest waiter when the pool is in hand-off
+        mode or that waiter is starving, else on top of the idle stack with a waiter
+        woken to compete for it (see the pure twin)."""
         cdef Waiter waiter
         self._nreturns += returned
         self._nusing -= using
         if self._waiters:
-            waiter = <Waiter>self._waiters.popleft()
-            waiter.queued = False
-            slot.state = S_USING
-            slot.uses += 1
-            self._nuses += 1
-            self._nusing += 1
-            slot.last_get = _NOT_PICKED_UP  # see _lk_pickup
-            slot.warned = False
-            waiter.slot = slot
-            waiter.lock.release()
-            if timed_wait:
-                self._record_wait(now - waiter.since)
+            waiter = <Waiter>self._waiters[0]
+            if not timed_wait or self._handoff or self._starving(waiter, now):
+                if timed_wait and not self._handoff:  # it starves: hand-off mode
+                    self._handoff = True
+                    self._nhandoffs += 1
+                self._waiters.popleft()
+                waiter.queued = False
+                self._nwoken -= waiter.woken
+                slot.state = S_USING
+                slot.uses += 1
+                self._nuses += 1
+                self._nusing += 1
+                slot.last_get = _NOT_PICKED_UP  # see _lk_pickup
+                slot.warned = False
+                waiter.slot = slot
+                if not waiter.woken:
+                    waiter.lock.release()
+                if timed_wait:
+                    self._served(waiter, now)
+                return 0
+            self._nfreed += 1
+            slot.state = S_IDLE
+            self._avail.append(slot)
+            self._rewake()
         else:
             slot.state = S_IDLE
             self._avail.append(slot)
         return 0
 
-    cdef int _record_wait(self, double wait) except -1:
+    cdef inline bint _starving(self, Waiter waiter, double now):
+        return (
+            now - waiter.since >= self._handoff_after
+            or self._nfreed - waiter.passed0 >= C_HANDOFF_PASSES
+        )
+
+    cdef int _served(self, Waiter waiter, double now) except -1:
+        """``waiter`` was handed what it waited for: record its wait, and enter or
+        leave hand-off mode (see the pure twin)."""
+        cdef bint starving
+        self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
+        starving = bool(self._waiters) and self._starving(waiter, now)
+        if starving and not self._handoff:
+            self._nhandoffs += 1
+        self._handoff = starving
+        return 0
+
+    cdef int _rewake(self) except -1:
+        """Wake queued waiters, oldest first, until every idle object has one woken
+        to compete for it (or every waiter is woken)."""
+        cdef Waiter waiter
+        cdef Py_ssize_t n = len(self._waiters)
+        while self._nwoken < n and self._nwoken < len(self._avail):
+            for waiter in self._waiters:
+                if not waiter.woken:
+                    waiter.woken = True
+                    self._nwoken += 1
+                    waiter.lock.release()
+                    break
+        return 0
+
+    cdef int _record_wait(self, double wait, Py_ssize_t passed) except -1:
         cdef list samples = self._wait_samples
         if len(samples) >= C_WAIT_SAMPLES:
             del samples[: C_WAIT_SAMPLES // 2]
         samples.append(wait)
         if wait > self._wait_max:
             self._wait_max = wait
+        if passed > self._max_passed:
+            self._max_passed = passed
         return 0
 
     cdef int _unregister(self, _Slot slot) except -1:
@@ -539,12 +598,15 @@ cdef class _Core:
         if self._waiters and self._has_room():
             waiter = <Waiter>self._waiters.popleft()
             waiter.queued = False
+            self._nwoken -= waiter.woken
             waiter.create = self._ncreating
             self._ncreating += 1
             self._npending += 1
-            waiter.lock.release()
+            if not waiter.woken:
+                waiter.lock.release()
             if timed_wait:
-                self._record_wait(now - waiter.since)
+                self._served(waiter, now)
+            self._rewake()  # the waiter may have been the one woken for an idle object
         return 0
 
     cdef inline bint _live(self, _Slot slot, int state, Py_ssize_t uses):
@@ -608,12 +670,48 @@ cdef class _Core:
             if nowait:
                 self._ntimeouts += 1
                 return C_FULL
+            if not self._waiters:
+                self._handoff = False  # the queue drained: back to normal mode
             ticket.since = now
+            ticket.passed0 = self._nfreed
             ticket.queued = True
             self._waiters.append(ticket)
             self._nwaits += 1
             if len(self._waiters) > self._max_waiting:
                 self._max_waiting = len(self._waiters)
+            return C_QUEUED
+        finally:
+            self._unlk()
+
+    def _lk_retry(self, Waiter ticket, double now):
+        """A waiter woken to compete for an idle object is back: GOT (it took one),
+        QUEUED (waits again in its place), or GOT, CREATE, SHUT when granted or
+        failed meanwhile (see the pure twin)."""
+        cdef _Slot slot
+        self._lk()
+        try:
+            if not ticket.queued:
+                if ticket.error:
+                    return C_SHUT
+                return C_GOT if ticket.slot is not None else C_CREATE
+            self._nwoken -= ticket.woken
+            ticket.woken = False  # its lock is held again
+            if self._avail:
+                slot = <_Slot>self._avail.pop()
+                slot.state = S_USING
+                slot.uses += 1
+                self._nuses += 1
+                self._nusing += 1
+                slot.last_get = now if self._timed else 0.0
+                slot.warned = False
+                ticket.queued = False
+                ticket.slot = slot
+                self._waiters.remove(ticket)
+                self._served(ticket, now)
+                return C_GOT
+            if not self._handoff and self._starving(ticket, now):
+                self._handoff = True
+                self._nhandoffs += 1
             return C_QUEUED
         finally:
             self._unlk()
@@ -642,7 +740,10 @@ cdef class _Core:
                 return True
             self._waiters.remove(ticket)
             ticket.queued = False
+            self._nwoken -= ticket.woken
+            ticket.woken = False
             self._ntimeouts += 1
+            self._rewake()  # it may have been the one woken for an idle object
             return False
         finally:
             self._unlk()
@@ -657,6 +758,9 @@ cdef class _Core:
             if ticket.queued:
                 self._waiters.remove(ticket)
                 ticket.queued = False
+                self._nwoken -= ticket.woken
+                ticket.woken = False
+                self._rewake()  # it may have been the one woken for an idle object
                 return None
             if ticket.slot is not None:
                 slot = <_Slot>ticket.slot
@@ -841,8 +945,10 @@ cdef class _Core:
             while self._waiters:
                 waiter = <Waiter>self._waiters.popleft()
                 waiter.queued = False
+                self._nwoken -= waiter.woken
                 waiter.error = True
-                waiter.lock.release()
+                if not waiter.woken:
+                    waiter.lock.release()
             self._forget_idle()
         finally:
             self._unlk()
@@ -981,7 +1087,8 @@ cdef class _Core:
                     self._nrecycled, self._nwornout, self._nexpired, self._ndiscarded,
                     self._ndestroys, self._nhealth, self._bad_health, self._hk_rounds,
                     self._hk_errors, self._hc_rounds, self._hc_errors, self._ntimeouts,
-                    self._nwaits, self._max_waiting, self._nhealth_timeouts,
+                    self._nwaits, self._max_waiting, self._nhealth_timeouts, self._nhandoffs,
+                    self._max_passed,
                 ],
                 len(self._slots),
                 len(self._avail),

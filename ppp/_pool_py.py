@@ -48,6 +48,7 @@ from ._common import (
     FULL,
     GONE,
     GOT,
+    HANDOFF_PASSES,
     IDLE,
     QUEUED,
     SHUT,
@@ -117,9 +118,12 @@ class Waiter:
     ``lock`` (blocking tickets only) is held until the ticket is granted while
     queued; ``slot`` is an object checked out for it, ``create`` a reserved
     creation number, ``obj`` an object created in that reservation and not yet
-    registered, ``error`` says the pool shut down while it waited."""
+    registered, ``error`` says the pool shut down while it waited.  ``woken``
+    (queued tickets only): its lock was released to let it compete for an idle
+    object, and it has not tried yet; ``since`` and ``passed0`` (the pool's
+    ``_nfreed`` then) are taken when it first queued."""
 
-    __slots__ = ("create", "error", "lock", "obj", "queued", "since", "slot")
+    __slots__ = ("create", "error", "lock", "obj", "passed0", "queued", "since", "slot", "woken")
 
     def __init__(self, blocking: bool = True) -> None:
         self.lock: Any = None
@@ -132,6 +136,8 @@ class Waiter:
         self.obj: Any = None
         self.error = False
         self.queued = False
+        self.woken = False
+        self.passed0 = 0
 
 
 def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> _T:
@@ -202,6 +208,9 @@ class Pool(PoolBase):
         self._closing: list[Any] = []
         self._wait_samples: list[float] = []
         self._wait_max = 0.0
+        self._handoff = False  # hand-off mode: freed objects go to the oldest waiter
+        self._nwoken = 0  # queued tickets woken to compete, not yet back
+        self._nfreed = 0  # objects made idle while threads waited (see HANDOFF_PASSES)
         self._hk_time = 0.0
         self._hk_last = 0.0
         self._shutdown = False
@@ -338,25 +347,64 @@ class Pool(PoolBase):
     # --------------------------------------------- state changes (lock held)
 
     def _idle(self, slot: Any, now: float | None, using: int, returned: int) -> None:
-        """``slot`` is free: checked out to the oldest waiter (woken), else on top of
-        the idle stack.  ``using`` is 1 when it counts in ``_nusing`` now, ``returned``
-        1 when this is a return (counted); ``now`` None records no wait time."""
+        """``slot`` is free: handed to the oldest waiter (checked out for it, woken)
+        when the pool is in hand-off mode or that waiter is starving, else on top of
+        the idle stack, and the oldest waiter not yet woken is woken to compete for
+        it.  ``using`` is 1 when it counts in ``_nusing`` now, ``returned`` 1 when
+        this is a return (counted); ``now`` None (a repair) hands off, records no
+        wait and leaves the mode alone."""
         waiters = self._waiters
         if waiters:
             waiter = waiters[0]
-            del waiters[0]; waiter.queued = False; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.lock.release()  # noqa: E501,E702
-            if now is not None:
-                self._record_wait(now - waiter.since)
+            if now is None or self._handoff or self._starving(waiter, now):
+                if now is not None and not self._handoff:  # it starves: hand-off mode
+                    self._handoff = True
+                    self._nhandoffs += 1
+                del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
+                if now is not None:
+                    self._served(waiter, now)
+                return
+            self._nfreed += 1; self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
+            self._rewake()
         else:
             self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
 
-    def _record_wait(self, wait: float) -> None:
+    def _starving(self, waiter: Any, now: float) -> bool:
+        """Whether ``waiter`` waited long enough, or saw objects made idle often
+        enough, that freed objects must be handed to the waiters in turn."""
+        return bool(
+            now - waiter.since >= self._handoff_after
+            or self._nfreed - waiter.passed0 >= HANDOFF_PASSES
+        )
+
+    def _served(self, waiter: Any, now: float) -> None:
+        """``waiter`` was handed what it waited for: record its wait, and enter or
+        leave hand-off mode (on while the waiters served starve and others wait)."""
+        self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
+        starving = self._waiters and self._starving(waiter, now)
+        if starving and not self._handoff:
+            self._nhandoffs += 1
+        self._handoff = bool(starving)
+
+    def _rewake(self) -> None:
+        """Wake queued waiters, oldest first, until every idle object has one woken
+        to compete for it (or every waiter is woken)."""
+        waiters = self._waiters
+        while self._nwoken < len(waiters) and self._nwoken < len(self._avail):
+            for waiter in waiters:
+                if not waiter.woken:
+                    waiter.woken = True; self._nwoken += 1; waiter.lock.release()  # noqa: E702
+                    break
+
+    def _record_wait(self, wait: float, passed: int) -> None:
         samples = self._wait_samples
         if len(samples) >= WAIT_SAMPLES:
             del samples[: WAIT_SAMPLES // 2]
         samples.append(wait)
         if wait > self._wait_max:
             self._wait_max = wait
+        if passed > self._max_passed:
+            self._max_passed = passed
 
     def _forget(self, slot: Any, now: float | None) -> None:
         """Drop an object that is not on the idle stack (its slot is freed); its
@@ -381,9 +429,10 @@ class Pool(PoolBase):
         waiters = self._waiters
         if waiters and self._has_room():
             waiter = waiters[0]
-            del waiters[0]; waiter.queued = False; waiter.create = self._ncreating; self._ncreating += 1; self._npending += 1; waiter.lock.release()  # noqa: E501,E702
+            del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; waiter.create = self._ncreating; self._ncreating += 1; self._npending += 1; waiter.woken or waiter.lock.release()  # noqa: E501,E702
             if now is not None:
-                self._record_wait(now - waiter.since)
+                self._served(waiter, now)
+            self._rewake()  # the waiter may have been the one woken for an idle object
 
     def _repair(self) -> None:
         """After an interrupt inside a locked region: rebuild the idle stack and the
@@ -400,6 +449,10 @@ class Pool(PoolBase):
         queued = [waiter for waiter in self._waiters if waiter.queued]
         self._waiters.clear()
         self._waiters.extend(queued)
+        for waiter in queued:  # woken, its lock not released (interrupted at the call)?
+            if waiter.woken and waiter.lock.locked():
+                waiter.woken = False  # woken again below if need be: never lost
+        self._nwoken = sum(1 for waiter in queued if waiter.woken)
         while self._waiters and self._avail:
             slot = self._avail.pop()
             slot.state = BORROWED
@@ -452,9 +505,33 @@ class Pool(PoolBase):
         if nowait:
             self._ntimeouts += 1
             return FULL
-        ticket.since = now; ticket.queued = True; self._waiters += (ticket,)  # noqa: E702
+        if not self._waiters:
+            self._handoff = False  # the queue drained: back to normal mode
+        ticket.since = now; ticket.passed0 = self._nfreed; ticket.queued = True; self._waiters += (ticket,)  # noqa: E501,E702
         self._nwaits += 1
         self._max_waiting = max(self._max_waiting, len(self._waiters))
+        return QUEUED
+
+    @_locked
+    def _lk_retry(self, ticket: Any, now: float) -> int:
+        """A waiter woken to compete for an idle object is back: it takes one if any
+        is left (GOT), else waits again in its place (QUEUED; starving, it switches
+        the pool to hand-off mode).  GOT, CREATE or SHUT too when it was granted an
+        object or a creation, or failed by shutdown, meanwhile."""
+        if not ticket.queued:
+            return SHUT if ticket.error else GOT if ticket.slot is not None else CREATE
+        self._nwoken -= ticket.woken; ticket.woken = False  # noqa: E702  (its lock is held again)
+        avail = self._avail
+        if avail:
+            slot = avail[-1]
+            t = now if self._timed else 0.0
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.queued = False; ticket.slot = slot  # noqa: E501,E702
+            self._waiters.remove(ticket)
+            self._served(ticket, now)
+            return GOT
+        if not self._handoff and self._starving(ticket, now):
+            self._handoff = True
+            self._nhandoffs += 1
         return QUEUED
 
     @_locked
@@ -474,8 +551,9 @@ class Pool(PoolBase):
         meanwhile (then True: use the grant)."""
         if not ticket.queued:
             return True
-        ticket.queued = False; self._waiters.remove(ticket)  # noqa: E702  (unflagged first: _repair drops it)
+        ticket.queued = False; self._nwoken -= ticket.woken; ticket.woken = False; self._waiters.remove(ticket)  # noqa: E501,E702  (unflagged first: _repair drops it)
         self._ntimeouts += 1
+        self._rewake()  # it may have been the one woken for an idle object
         return False
 
     @_locked
@@ -485,7 +563,8 @@ class Pool(PoolBase):
         the pool is shut down); free a reserved creation.  Returns an object
         created but never registered (the caller closes it), else None.  Idempotent."""
         if ticket.queued:
-            ticket.queued = False; self._waiters.remove(ticket)  # noqa: E702  (unflagged first: _repair drops it)
+            ticket.queued = False; self._nwoken -= ticket.woken; ticket.woken = False; self._waiters.remove(ticket)  # noqa: E501,E702  (unflagged first: _repair drops it)
+            self._rewake()  # it may have been the one woken for an idle object
             return None
         slot = ticket.slot
         if slot is not None:
@@ -612,7 +691,7 @@ class Pool(PoolBase):
         waiters = self._waiters
         while waiters:
             waiter = waiters[0]
-            del waiters[0]; waiter.queued = False; waiter.error = True; waiter.lock.release()  # noqa: E501,E702
+            del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; waiter.error = True; waiter.woken or waiter.lock.release()  # noqa: E501,E702
         self._forget_idle()
 
     @_locked

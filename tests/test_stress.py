@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from ppp import PoolException, TimeOut
+from ppp._common import HANDOFF_PASSES
 
 IDLE, USING = 0, 1
 WATCHDOG = 90.0  # seconds a round may take before it counts as a hang
@@ -181,6 +182,8 @@ def pool_problems(pool: Any) -> list[str]:
         states = [s.state for _, s in slots]
         avail_states = [s.state for s in avail]
         nusing, npending, nwaiters = pool._nusing, pool._npending, len(pool._waiters)
+        nwoken, woken = pool._nwoken, sum(bool(w.woken) for w in pool._waiters)
+        queued = all(w.queued for w in pool._waiters)
     finally:
         pool._release()
     problems = []
@@ -198,8 +201,12 @@ def pool_problems(pool: Any) -> list[str]:
         problems.append(f"{states.count(IDLE)} idle objects but {len(avail)} on the stack")
     if any(key != id(s.obj) for key, s in slots):
         problems.append("an object is indexed under another identity")
-    if nwaiters and avail:
-        problems.append(f"{nwaiters} threads wait while {len(avail)} objects are idle")
+    if nwoken != woken or not queued:
+        problems.append(f"nwoken={nwoken} but {woken} queued tickets woken (all queued: {queued})")
+    if nwoken < min(nwaiters, len(avail)):
+        problems.append(
+            f"{nwaiters} threads wait while {len(avail)} objects are idle, {nwoken} woken for them"
+        )
     return problems
 
 
@@ -385,6 +392,61 @@ def restart_housekeeper(pool: Any) -> None:
         target=_housekeeper, args=(weakref.ref(pool), pool._stop, pool._delay), daemon=True
     )
     pool._housekeeper.start()
+
+
+# ------------------------------------------------------------ fairness
+
+
+@pytest.mark.parametrize(
+    ("nthreads", "max_size", "handoff_after"),
+    [
+        pytest.param(16, 1, 1e9, id="16-on-1-count-bound-only"),
+        pytest.param(16, 4, 1e9, id="16-on-4-count-bound-only"),
+        pytest.param(32, 4, 0.001, id="32-on-4-default-bounds"),
+    ],
+)
+def test_no_waiter_passed_over_more_than_handoff_passes(
+    Pool: Any, nthreads: int, max_size: int, handoff_after: float
+) -> None:
+    """Threads get and return in tight loops, round after round: threads that come
+    later may take a freed object before a waiter (barging), but no waiter sees more
+    than ``HANDOFF_PASSES`` objects made idle for others before it is served, every
+    get is served (no timeout), and no object is held twice.
+
+    With ``handoff_after=1e9`` only the count bounds the passes, whatever the
+    machine's speed; ``max_passed`` is the pool's count for each served waiter of the
+    objects made idle since it queued (an upper bound of the times it was passed)."""
+    world = World(fail_one_in=0, sleep_one_in=0)
+    pool = Pool(world.fun, max_size=max_size, min_size=0, handoff_after=handoff_after)
+    ops = 400
+    tally = Tally()
+
+    def worker() -> None:
+        for i in range(ops):
+            res = pool.get(timeout=WATCHDOG)
+            world.take(res)
+            if i % 3 == 0:
+                time.sleep(0)  # let others run while holding: they queue
+            world.give(res)
+            pool.ret(res)
+        tally.add(gets=ops, rets=ops)
+
+    try:
+        waited = passed = 0
+        for _ in range(4):
+            errors: list[str] = []
+            with Monitor(pool):
+                run_threads([worker for _ in range(nthreads)], errors)
+            assert not errors, errors[0]
+            s = pool.stats()
+            assert s["max_passed"] <= HANDOFF_PASSES, s["max_passed"]
+            assert (s["nuses"], s["nreturns"], s["ntimeouts"]) == (tally.gets, tally.rets, 0)
+            assert (s["nusing"], s["nwaiting"], s["nobjs"]) == (0, 0, max_size)
+            waited, passed = s["nwaits"], s["max_passed"]
+        assert waited > 0 and passed > 0, "no thread ever waited or was passed: not a test"
+    finally:
+        pool.shutdown()
+    world.check()
 
 
 # ------------------------------------------------------- threads that die

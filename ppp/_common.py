@@ -896,17 +896,24 @@ class PoolBase:
                     f"timeout after {timeout} seconds waiting for an object: "
                     f"pool {self._id} is full (max_size={self._max_size})"
                 )
-            if ticket.error:
-                raise PoolException(f"pool {self._id} was shut down while waiting")
-            if ticket.slot is not None:
-                return GOT
-            if ticket.create >= 0:
-                return CREATE
-            code = self._lk_retry(ticket, self._now())
-            if code == SHUT:
-                raise PoolException(f"pool {self._id} was shut down while waiting")
+            code = self._woken(ticket)
             if code != QUEUED:
                 return code
+
+    def _woken(self, ticket: Any) -> int:
+        """A queued ticket's lock was released: what it was granted (GOT, CREATE),
+        else its try at an idle object (GOT, or QUEUED: wait again).  Raises
+        ``PoolException`` when the pool shut down."""
+        if ticket.error:
+            raise PoolException(f"pool {self._id} was shut down while waiting")
+        if ticket.slot is not None:
+            return GOT
+        if ticket.create >= 0:
+            return CREATE
+        code = self._lk_retry(ticket, self._now())
+        if code == SHUT:
+            raise PoolException(f"pool {self._id} was shut down while waiting")
+        return code
 
     # ---------------------------------------------------------- public API
 

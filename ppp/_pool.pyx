@@ -520,6 +520,7 @@ cdef class _Core:
                     waiter.lock.release()
                 if timed_wait:
                     self._served(waiter, now)
+                self._rewake()  # the waiter may have been the one woken for an idle object
                 return 0
             self._nfreed += 1
             slot.state = S_IDLE

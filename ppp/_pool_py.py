@@ -363,6 +363,7 @@ class Pool(PoolBase):
                 del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
                 if now is not None:
                     self._served(waiter, now)
+                self._rewake()  # the waiter may have been the one woken for an idle object
                 return
             self._nfreed += 1; self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
             self._rewake()

@@ -2,14 +2,15 @@
 
 A hypothesis state machine draws a pool configuration and a random program of
 ``get`` (with and without timeouts), ``ret`` (held, double, stale and foreign
-objects), ``obj()`` blocks, failing ``fun``, raising and interrupted hooks
+objects), ``obj()`` blocks, waiting threads (``Waiter`` tickets queued, woken,
+run and timed out one step at a time: barging, hand-off and the fair mode), failing ``fun``, raising and interrupted hooks
 (a BaseException, as KeyboardInterrupt or gevent's Timeout), health flips,
 fake-clock advances, housekeeping rounds (which kill over-held objects) and
 ``shutdown``.  Every step runs on the compiled twin, the pure twin and
 :class:`Model`, a plain single-threaded restatement of SPEC section 2; after
 every step the returned object, the exception, the hook calls, the log and
-``stats()`` must agree.  The model is deliberately naive (no locks, no
-waiters: one thread can only time out), so a disagreement points at the pool.
+``stats()`` must agree.  The model is deliberately naive (no locks; a waiting
+thread is a record in a list), so a disagreement points at the pool.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -37,7 +38,8 @@ from hypothesis.stateful import (
 
 from ppp import PoolException, PPPException, TimeOut
 from ppp._backend import extensions_disabled
-from ppp._common import format_stack
+from ppp._common import GOT as GOT_CODE
+from ppp._common import HANDOFF_PASSES, QUEUED, format_stack
 
 IDLE, USING, BORROWED = 0, 1, 2
 HOOKS = ("opener", "getter", "retter", "closer", "health", "stats", "tracer")
@@ -50,7 +52,7 @@ MODELLED = (
     "navail nusing nborrowed npending nobjs ncreated ncreating nuses nkilled nrecycled "
     "nwornout nexpired nborrows nreturns nbad_returns ndestroys nhealth bad_health hk_rounds "
     "hk_errors hc_rounds hc_errors nwaiting max_waiting nwaits ntimeouts shutdown "
-    "rel_hk_last sem avail using"
+    "rel_hk_last sem avail using nhandoffs max_passed longest_wait _waiting"
 ).split()
 
 
@@ -158,6 +160,7 @@ class Config:
     hooks: frozenset[str]
     leak_trace: bool
     initial_failures: int
+    handoff_after: float
 
     def kwargs(self) -> dict[str, Any]:
         return {
@@ -171,12 +174,14 @@ class Config:
             "max_using_delay_kill": self.max_using_delay_kill,
             "health_freq": self.health_freq,
             "leak_trace": self.leak_trace,
+            "handoff_after": self.handoff_after,
         }
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> Config:
-    max_size = draw(st.sampled_from([0, 1, 2, 3, 4]))
+def configs(draw: st.DrawFn, waiting: bool = False) -> Config:
+    """A pool configuration; ``waiting``: a pool of 1 or 2, where threads queue often."""
+    max_size = draw(st.sampled_from([1, 1, 2] if waiting else [0, 1, 2, 3, 4]))
     return Config(
         max_size=max_size,
         min_size=draw(st.integers(0, max_size or 3)),
@@ -190,6 +195,7 @@ def configs(draw: st.DrawFn) -> Config:
         hooks=frozenset(draw(st.sets(st.sampled_from(HOOKS)))),
         leak_trace=draw(st.booleans()),
         initial_failures=draw(st.integers(0, 2)),
+        handoff_after=draw(st.sampled_from([0.0, 0.5, 3.0, 1e9])),
     )
 
 
@@ -243,6 +249,7 @@ class TwinSystem:
         if "stats" in cfg.hooks:
             hooks["stats"] = lambda obj: env.stats(obj.n)
         self.pool = module.Pool(self._fun, delay=1e9, clock=clock, **cfg.kwargs(), **hooks)
+        self.tickets: dict[int, Any] = {}  # waiting threads, frozen: see enqueue
 
     def _fun(self, n: int) -> Obj:
         self.env.fun_call(n)
@@ -288,8 +295,53 @@ class TwinSystem:
     def shutdown(self) -> None:
         self.pool.shutdown()
 
+    # a waiting thread, one step at a time: its ticket queued as a get that found
+    # the pool full queues it; "running" it is what that thread does once its lock
+    # is released (``_wait``, ``_get_slow`` and ``get``'s clean-up, in order)
+
+    def enqueue(self, wid: int) -> None:
+        ticket = self.pool._Waiter()
+        assert self.pool._lk_take(ticket, False, self.pool._now()) == QUEUED
+        self.tickets[wid] = ticket
+
+    def run_waiter(self, wid: int, acquire: bool = True) -> int | str:
+        pool, ticket = self.pool, self.tickets[wid]
+        if acquire and not ticket.lock.acquire(False):
+            return "asleep"
+        try:
+            code = pool._woken(ticket)
+            if code == QUEUED:
+                return "waits again"
+            del self.tickets[wid]
+            if code == GOT_CODE:
+                pool._lk_pickup(ticket.slot, pool._now())
+                obj = pool._after_get(ticket.slot)
+            else:
+                obj = pool._create(ticket, checkout=True)
+        except BaseException:
+            self.tickets.pop(wid, None)
+            pool._cancel(ticket)
+            raise
+        assert isinstance(obj, Obj) and self.objs[obj.n] is obj
+        return obj.n
+
+    def time_out(self, wid: int) -> int | str:
+        if not self.pool._lk_timeout(self.tickets[wid]):
+            del self.tickets[wid]
+            raise TimeOut("timeout after a while waiting for an object (a waiter)")
+        return self.run_waiter(wid, acquire=False)  # granted meanwhile: it goes on
+
+    def cancel(self, wid: int) -> None:
+        self.pool._cancel(self.tickets.pop(wid))
+
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self.pool.stats()
+        pool = self.pool
+        data["_waiting"] = (
+            bool(pool._handoff),
+            pool._nwoken,
+            [(w.since, w.passed0, bool(w.woken)) for w in pool._waiters],
+        )
         return {k: v for k, v in data.items() if k not in VOLATILE}
 
     def check_state(self) -> None:
@@ -299,7 +351,10 @@ class TwinSystem:
         try:
             slots = list(pool._slots.values())
             avail = list(pool._avail)
-            assert pool._npending == 0 and not pool._waiters
+            waiters = list(pool._waiters)
+            assert all(w.queued for w in waiters)
+            assert pool._nwoken == sum(bool(w.woken) for w in waiters)
+            assert pool._nwoken >= min(len(waiters), len(avail)), "an idle object, nobody woken"
             assert len({id(s) for s in avail}) == len(avail), "an idle object listed twice"
             assert all(s.state == IDLE for s in avail)
             assert {id(s) for s in avail} <= {id(s) for s in slots}
@@ -310,6 +365,17 @@ class TwinSystem:
                 assert len(slots) <= pool._max_size
         finally:
             pool._release()
+
+
+@dataclass(eq=False)  # waiters are told apart by identity, as tickets are
+class MWaiter:
+    """A waiting thread: queued (``grant`` None), or granted ("obj", n), ("create", n),
+    ("error",) and not run yet."""
+
+    since: float
+    passed0: int
+    woken: bool = False
+    grant: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -343,6 +409,14 @@ class Model:
             "nwaits ntimeouts max_waiting".split(),
             0,
         )
+        self.c.update(nhandoffs=0, max_passed=0, nrecorded=0)
+        self.npending = 0
+        self.wait_max = 0.0
+        self.waiters: list[MWaiter] = []  # queued, oldest first
+        self.mw: dict[int, MWaiter] = {}  # every waiter not yet run, by id
+        self.handoff = False  # objects go to the oldest waiter, first come first served
+        self.nwoken = 0
+        self.nfreed = 0  # objects made idle while threads waited
         self.hk_last = 0.0
         self.fill()
 
@@ -355,26 +429,47 @@ class Model:
                 pass  # logged by the pool
 
     def has_room(self) -> bool:
-        return not self.cfg.max_size or len(self.slots) < self.cfg.max_size
+        return not self.cfg.max_size or len(self.slots) + self.npending < self.cfg.max_size
 
-    def create(self, checkout: bool) -> int:
-        n = self.c["ncreating"]
-        self.c["ncreating"] += 1
-        self.env.fun_call(n)  # FunError propagates; the slot was never taken
+    def unpend(self) -> None:
+        """A reserved creation made nothing: its slot goes to the oldest waiter."""
+        self.npending -= 1
+        self.free_capacity()
+
+    def create(self, checkout: bool, n: int | None = None) -> int:
+        if n is None:  # else reserved for a waiter
+            n = self.c["ncreating"]
+            self.c["ncreating"] += 1
+            self.npending += 1
+        try:
+            self.env.fun_call(n)
+        except FunError:
+            self.unpend()
+            raise
         dup, self.env.dup_of = self.env.dup_of, None
         if dup is not None and dup in self.slots:
             self.hook("opener", dup)
+            self.unpend()
             raise PoolException("fun returned an object the pool already holds")
         try:
             self.hook("opener", n)
         except Interrupt:  # the object is not pooled: closed, its slot free
+            self.unpend()
             self.hook("closer", n)
             raise
+        if self.is_shutdown:  # a waiter's creation, run after the shutdown
+            self.c["ncreated"] += 1
+            self.c["ndestroys"] += 1
+            self.unpend()
+            self.hook("closer", n)
+            raise PoolException("pool was shut down while creating an object")
+        self.npending -= 1
         self.slots[n] = slot = MSlot(n, self.clock() if self.timed else 0.0)
         slot.last_get = slot.last_ret = slot.created
         self.c["ncreated"] += 1
         if checkout:
             self.checkout(slot)
+            self.after_get(slot)
             return n
         self.avail.append(n)
         return n
@@ -387,6 +482,8 @@ class Model:
         if self.timed:
             slot.last_get = self.clock()
             slot.warned = False
+
+    def after_get(self, slot: MSlot) -> None:
         if self.cfg.leak_trace:
             slot.holder = "MainThread"
         try:
@@ -402,9 +499,153 @@ class Model:
             self.c["nusing"] -= 1
         slot.state = -1
         self.c["ndestroys"] += 1
+        self.free_capacity()
+
+    # waiting: barging, waking, hand-off
+    def starving(self, w: MWaiter) -> bool:
+        return (
+            self.clock() - w.since >= self.cfg.handoff_after
+            or self.nfreed - w.passed0 >= HANDOFF_PASSES
+        )
+
+    def served(self, w: MWaiter) -> None:
+        self.c["nrecorded"] += 1
+        self.wait_max = max(self.wait_max, self.clock() - w.since)
+        self.c["max_passed"] = max(self.c["max_passed"], self.nfreed - w.passed0)
+        starving = bool(self.waiters) and self.starving(w)
+        if starving and not self.handoff:
+            self.c["nhandoffs"] += 1
+        self.handoff = starving
+
+    def unqueue(self, w: MWaiter) -> None:
+        self.waiters.remove(w)
+        self.nwoken -= w.woken
+        w.woken = False
+
+    def rewake(self) -> None:
+        while self.nwoken < min(len(self.waiters), len(self.avail)):
+            w = next(w for w in self.waiters if not w.woken)
+            w.woken = True
+            self.nwoken += 1
+
+    def idle(self, slot: MSlot) -> None:
+        """``slot`` is free (not counted in use): to the oldest waiter, or idle."""
+        if self.waiters:
+            w = self.waiters[0]
+            if self.handoff or self.starving(w):
+                if not self.handoff:
+                    self.handoff = True
+                    self.c["nhandoffs"] += 1
+                self.unqueue(w)
+                slot.state = USING
+                slot.uses += 1
+                self.c["nuses"] += 1
+                self.c["nusing"] += 1
+                slot.last_get = float("inf")  # not picked up yet
+                slot.warned = False
+                w.grant = ("obj", slot.n)
+                self.served(w)
+                self.rewake()
+                return
+            self.nfreed += 1
+            slot.state = IDLE
+            self.avail.append(slot.n)
+            self.rewake()
+            return
+        slot.state = IDLE
+        self.avail.append(slot.n)
+
+    def free_capacity(self) -> None:
+        if self.waiters and self.has_room():
+            w = self.waiters[0]
+            self.unqueue(w)
+            w.grant = ("create", self.c["ncreating"])
+            self.c["ncreating"] += 1
+            self.npending += 1
+            self.served(w)
+            self.rewake()
+
+    def will_queue(self) -> bool:
+        return not self.is_shutdown and not self.avail and bool(self.waiters or not self.has_room())
+
+    def enqueue(self, wid: int) -> None:
+        if not self.waiters:
+            self.handoff = False
+        self.mw[wid] = w = MWaiter(self.clock(), self.nfreed)
+        self.waiters.append(w)
+        self.c["nwaits"] += 1
+        self.c["max_waiting"] = max(self.c["max_waiting"], len(self.waiters))
+
+    def run_waiter(self, wid: int, acquire: bool = True) -> int | str:
+        w = self.mw[wid]
+        if acquire and w.grant is None and not w.woken:
+            return "asleep"
+        if w.grant is None:  # woken to compete for an idle object
+            self.nwoken -= 1
+            w.woken = False
+            if not self.avail:
+                if not self.handoff and self.starving(w):
+                    self.handoff = True
+                    self.c["nhandoffs"] += 1
+                return "waits again"
+            del self.mw[wid]
+            slot = self.slots[self.avail.pop()]
+            self.checkout(slot)
+            slot.warned = False
+            if not self.timed:
+                slot.last_get = 0.0
+            self.waiters.remove(w)
+            self.served(w)
+            self.after_get(slot)
+            return slot.n
+        del self.mw[wid]
+        if w.grant[0] == "error":
+            raise PoolException("pool N was shut down while waiting")
+        if w.grant[0] == "create":
+            return self.create(True, w.grant[1])
+        slot = self.slots[w.grant[1]]
+        if slot.state == USING and slot.last_get == float("inf"):
+            slot.last_get = self.clock()
+        self.after_get(slot)
+        return slot.n
+
+    def time_out(self, wid: int) -> int | str:
+        w = self.mw[wid]
+        if w.grant is None:
+            del self.mw[wid]
+            self.unqueue(w)
+            self.c["ntimeouts"] += 1
+            self.rewake()
+            raise TimeOut("timeout after a while")
+        return self.run_waiter(wid, acquire=False)
+
+    def cancel(self, wid: int) -> None:
+        w = self.mw.pop(wid)
+        if w.grant is None:
+            self.unqueue(w)
+            self.rewake()
+        elif w.grant[0] == "obj":
+            slot = self.slots.get(w.grant[1])
+            if slot is not None and slot.state == USING:
+                if self.is_shutdown:
+                    self.forget(slot)
+                    self.hook("closer", slot.n)
+                else:
+                    self.c["nusing"] -= 1
+                    self.idle(slot)
+        elif w.grant[0] == "create":
+            self.unpend()
+
+    def granted(self) -> set[int]:
+        return {w.grant[1] for w in self.mw.values() if w.grant and w.grant[0] == "obj"}
 
     def fill(self) -> None:
-        while not self.is_shutdown and len(self.slots) < self.cfg.min_size and self.has_room():
+        while (
+            not self.is_shutdown
+            and not self.waiters
+            and len(self.slots) + self.npending < self.cfg.min_size
+            and self.has_room()
+        ):
             try:
                 self.create(checkout=False)
             except (FunError, PoolException):
@@ -412,24 +653,27 @@ class Model:
 
     # the API
     def would_block(self, timeout: float | None) -> bool:
-        if self.is_shutdown or self.avail or self.has_room():
+        if self.is_shutdown or self.avail or (self.has_room() and not self.waiters):
             return False
         return (self.cfg.timeout if timeout is None else timeout) is None
 
     def get(self, timeout: float | None) -> int:
         if self.avail and not self.is_shutdown:
-            n = self.avail.pop()
+            n = self.avail.pop()  # barging: waiters or not
             self.checkout(self.slots[n])
+            self.after_get(self.slots[n])
             return n
         if self.is_shutdown:
             raise PoolException("pool N is shut down")
-        if self.has_room():
+        if self.has_room() and not self.waiters:
             return self.create(checkout=True)
         wait = self.cfg.timeout if timeout is None else timeout
         assert wait is not None, "the program never blocks forever"
         if wait:
+            if not self.waiters:
+                self.handoff = False
             self.c["nwaits"] += 1
-            self.c["max_waiting"] = max(self.c["max_waiting"], 1)
+            self.c["max_waiting"] = max(self.c["max_waiting"], len(self.waiters) + 1)
         self.c["ntimeouts"] += 1
         raise TimeOut(f"timeout after {wait} seconds")
 
@@ -455,8 +699,7 @@ class Model:
             if self.timed:
                 slot.last_ret = now
             slot.holder = None
-            slot.state = IDLE
-            self.avail.append(slot.n)
+            self.idle(slot)
             return
         self.forget(slot)
         self.hook("closer", slot.n)
@@ -488,7 +731,7 @@ class Model:
                     slot.warned = True
         if cfg.max_lifetime or cfg.max_avail_delay:
             keep = []
-            total = len(self.slots)
+            total = len(self.slots) + self.npending
             for n in self.avail:  # oldest idle first
                 slot = self.slots[n]
                 if cfg.max_lifetime and now - slot.created >= cfg.max_lifetime:
@@ -531,8 +774,7 @@ class Model:
             else:
                 healthy = n not in self.env.unhealthy
             if healthy:
-                slot.state = IDLE
-                self.avail.append(n)
+                self.idle(slot)
                 continue
             self.c["bad_health"] += 1
             self.forget(slot)
@@ -540,6 +782,10 @@ class Model:
 
     def shutdown(self) -> None:
         self.is_shutdown = True
+        for w in self.waiters:
+            w.grant = ("error",)
+        self.waiters = []
+        self.nwoken = 0
         idle, self.avail = self.avail, []
         for n in idle:
             self.forget(self.slots[n])
@@ -578,15 +824,23 @@ class Model:
             "navail": len(self.avail),
             "nusing": c["nusing"],
             "nborrowed": nobjs - len(self.avail) - c["nusing"],
-            "npending": 0,
+            "npending": self.npending,
             "nobjs": nobjs,
-            **{k: c[k] for k in c if k != "nusing"},
+            **{k: c[k] for k in c if k not in ("nusing", "nrecorded")},
             "hk_errors": 0,
-            "nwaiting": 0,
+            "nwaiting": len(self.waiters),
+            "longest_wait": self.wait_max if c["nwaits"] and c["nrecorded"] else None,
+            "_waiting": (
+                self.handoff,
+                self.nwoken,
+                [(w.since, w.passed0, w.woken) for w in self.waiters],
+            ),
             "shutdown": self.is_shutdown,
             "rel_hk_last": self.hk_last - now if self.hk_last else None,
             "sem": (
-                {"value": cfg.max_size - nobjs, "init": cfg.max_size} if cfg.max_size else None
+                {"value": cfg.max_size - nobjs - self.npending, "init": cfg.max_size}
+                if cfg.max_size
+                else None
             ),
             "avail": avail,
             "using": using,
@@ -606,6 +860,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.twins: list[TwinSystem] = []
         self.held: list[int] = []  # objects the program holds, by creation number
+        self.live: list[int] = []  # waiting threads not run to the end, by id
+        self.next_wid = 0
         self.logs = ListHandler()
         self.logger = logging.getLogger("ppp")
         self.logger.addHandler(self.logs)
@@ -667,8 +923,9 @@ class PoolMachine(RuleBasedStateMachine):
     def ret_not_held(self, data: st.DataObject) -> None:
         """A double return, or the return of a killed, retired or idle object."""
         made = sorted(self.twins[0].objs)
-        n = data.draw(st.sampled_from([m for m in made if m not in self.held] or made))
-        if n in self.held:
+        mine = set(self.held) | self.model.granted()  # a waiter's is as good as held
+        n = data.draw(st.sampled_from([m for m in made if m not in mine] or made))
+        if n in mine:
             return
         self.run(lambda s: s.ret(n))
 
@@ -679,6 +936,61 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(timeout=st.sampled_from([0, 0.001]), fail=st.booleans())
     def use(self, timeout: float, fail: bool) -> None:
         self.run(lambda s: s.use(timeout, fail))
+
+    # --- waiting threads, one step at a time
+
+    @precondition(lambda self: self.model.will_queue())
+    @rule()
+    def enqueue(self) -> None:
+        """A thread's get finds the pool full and waits (its ticket is queued)."""
+        wid = self.next_wid
+        self.next_wid += 1
+        self.run(lambda s: s.enqueue(wid))
+        self.live.append(wid)
+
+    def _waiter_step(self, step: Callable[[Any], Any]) -> None:
+        result = self.run(step)
+        event(f"waiter step: {result[1] if result[0] == 'ok' and isinstance(result[1], str) else result[0] if result[0] == 'ok' else result[1]}")  # noqa: E501
+        if self.model.c["nhandoffs"]:
+            event("the pool switched to hand-off mode")
+        if result[0] == "ok" and isinstance(result[1], str):
+            return  # still waiting
+        self.live.remove(self._wid)
+        if result[0] == "ok":
+            assert result[1] not in self.held, f"object {result[1]} handed out twice"
+            self.held.append(result[1])
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def run_waiter(self, data: st.DataObject) -> None:
+        """A waiting thread runs: if its lock was released it takes what it was
+        granted, or competes for an idle object (and may wait again)."""
+        self._wid = wid = data.draw(st.sampled_from(self.live))
+        self._waiter_step(lambda s: s.run_waiter(wid))
+
+    @precondition(lambda self: self.held and self.model.will_queue())
+    @rule(data=st.data(), barge=st.booleans(), dt=st.sampled_from([0.0, 0.5, 3.0]))
+    def wait_through_a_return(
+        self, data: st.DataObject, barge: bool, dt: float
+    ) -> None:
+        """The common story in one rule: a thread queues, time passes, an object comes
+        back (handed to the oldest waiter or made idle with one woken), a newcomer
+        may take it first, then the oldest waiting thread runs."""
+        self.enqueue()
+        self.clock.now += dt
+        n = data.draw(st.sampled_from(self.held))
+        self.held.remove(n)
+        self.run(lambda s: s.ret(n))
+        if barge:
+            self.get(0)
+        self._wid = wid = self.live[0]
+        self._waiter_step(lambda s: s.run_waiter(wid))
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def time_out_waiter(self, data: st.DataObject) -> None:
+        self._wid = wid = data.draw(st.sampled_from(self.live))
+        self._waiter_step(lambda s: s.time_out(wid))
 
     # --- faults
 
@@ -746,7 +1058,7 @@ class PoolMachine(RuleBasedStateMachine):
             twin.check_state()
             assert twin.env.events == self.model.env.events, f"{twin.name} hook calls differ"
         using = sorted(i["n"] for i in expected["using"])
-        assert set(using) <= set(self.held), "the pool has an object in use nobody holds"
+        assert set(using) <= set(self.held) | self.model.granted(), "in use, nobody holds it"
 
     def teardown(self) -> None:
         """Shut down, give everything back: every object made is closed exactly once."""
@@ -759,6 +1071,8 @@ class PoolMachine(RuleBasedStateMachine):
             s.shutdown()
             for n in self.held:
                 s.ret(n)
+            for wid in self.live:
+                s.cancel(wid)
         self.logger.removeHandler(self.logs)
         for twin in self.twins:
             assert twin.pool.stats()["nobjs"] == 0
@@ -767,12 +1081,32 @@ class PoolMachine(RuleBasedStateMachine):
                 assert closed == sorted(twin.objs), f"{twin.name}: objects closed != made"
 
 
-def test_twins_and_model_agree() -> None:
+class WaitingMachine(PoolMachine):
+    """The same program on pools of 1 or 2 objects: threads wait, are woken, barged
+    past, handed objects and creations, time out and are failed by shutdown."""
+
+    @initialize(cfg=configs(waiting=True))
+    def start(self, cfg: Config) -> None:
+        super().start(cfg)
+
+    # rules that do not touch waiting, left out here (plain methods are no rules)
+    def ret_foreign(self, kind: str, n: int) -> None:  # type: ignore[override]
+        raise NotImplementedError
+
+    def arm_duplicate(self, data: st.DataObject) -> None:  # type: ignore[override]
+        raise NotImplementedError
+
+    def toggle_raising(self, hook: str) -> None:  # type: ignore[override]
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(("machine", "examples"), [(PoolMachine, 150), (WaitingMachine, 300)])
+def test_twins_and_model_agree(machine: type[PoolMachine], examples: int) -> None:
     PoolMachine.modules = twin_modules()
     run_state_machine_as_test(
-        PoolMachine,
+        machine,
         settings=settings(
-            max_examples=150,
+            max_examples=examples,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

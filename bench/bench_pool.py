@@ -151,9 +151,14 @@ def _measure_contended(
             rounds=CONTENDED_ROUNDS,
             warmup_rounds=1,
         )
-        if face.impl.startswith("ppp-"):  # how often a get had to wait (FIFO hand-over)
+        if face.impl.startswith("ppp-"):  # waits, the longest, fallbacks to hand-off
             s = face.pool.stats()
-            benchmark.extra_info["note"] = f"{s['nwaits'] / max(s['nuses'], 1):.0%} of gets waited"
+            longest = (s["longest_wait"] or 0.0) * 1e3
+            benchmark.extra_info["longest_wait"] = s["longest_wait"]
+            benchmark.extra_info["note"] = (
+                f"{s['nwaits'] / max(s['nuses'], 1):.0%} of gets waited, longest wait "
+                f"{longest:.2f} ms, {s['nhandoffs']} fallbacks to hand-off"
+            )
     finally:
         face.close()
 

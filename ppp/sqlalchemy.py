@@ -25,7 +25,8 @@ Parameters, as ``create_engine`` names them (the pool's own name in brackets):
   order, before ``sqlalchemy.exc.TimeoutError``.
 - ``pool_use_lifo`` (``use_lifo``): ppp always hands out the most recently
   returned idle connection (LIFO) and queues waiters first come, first
-  served, with bounded barging (see ``ppp.Pool``); ``use_lifo=False`` is accepted and logged as not applying.
+  served, with bounded barging (see ``ppp.Pool``); ``use_lifo=False`` is
+  accepted and logged as not applying.
 - ``pool_recycle``, ``pool_pre_ping``, ``pool_reset_on_return``,
   ``echo_pool``, ``pool_logging_name``: SQLAlchemy's own, unchanged (recycle
   and pre-ping act at checkout, reconnecting the record in place).

@@ -3,14 +3,15 @@
 A hypothesis state machine draws a pool configuration and a random program of
 ``get`` (with and without timeouts), ``ret`` (held, double, stale and foreign
 objects), ``obj()`` blocks, waiting threads (``Waiter`` tickets queued, woken,
-run and timed out one step at a time: barging, hand-off and the fair mode), failing ``fun``, raising and interrupted hooks
-(a BaseException, as KeyboardInterrupt or gevent's Timeout), health flips,
-fake-clock advances, housekeeping rounds (which kill over-held objects) and
-``shutdown``.  Every step runs on the compiled twin, the pure twin and
-:class:`Model`, a plain single-threaded restatement of SPEC section 2; after
-every step the returned object, the exception, the hook calls, the log and
-``stats()`` must agree.  The model is deliberately naive (no locks; a waiting
-thread is a record in a list), so a disagreement points at the pool.
+run and timed out one step at a time: barging, hand-off and the fair mode),
+failing ``fun``, raising and interrupted hooks (a BaseException, as
+KeyboardInterrupt or gevent's Timeout), health flips, fake-clock advances,
+housekeeping rounds (which kill over-held objects) and ``shutdown``.  Every step
+runs on the compiled twin, the pure twin and :class:`Model`, a plain
+single-threaded restatement of SPEC section 2; after every step the returned
+object, the exception, the hook calls, the log and ``stats()`` must agree.  The
+model is deliberately naive (no locks; a waiting thread is a record in a list),
+so a disagreement points at the pool.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -950,9 +951,6 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _waiter_step(self, step: Callable[[Any], Any]) -> None:
         result = self.run(step)
-        event(f"waiter step: {result[1] if result[0] == 'ok' and isinstance(result[1], str) else result[0] if result[0] == 'ok' else result[1]}")  # noqa: E501
-        if self.model.c["nhandoffs"]:
-            event("the pool switched to hand-off mode")
         if result[0] == "ok" and isinstance(result[1], str):
             return  # still waiting
         self.live.remove(self._wid)
@@ -970,9 +968,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.held and self.model.will_queue())
     @rule(data=st.data(), barge=st.booleans(), dt=st.sampled_from([0.0, 0.5, 3.0]))
-    def wait_through_a_return(
-        self, data: st.DataObject, barge: bool, dt: float
-    ) -> None:
+    def wait_through_a_return(self, data: st.DataObject, barge: bool, dt: float) -> None:
         """The common story in one rule: a thread queues, time passes, an object comes
         back (handed to the oldest waiter or made idle with one woken), a newcomer
         may take it first, then the oldest waiting thread runs."""

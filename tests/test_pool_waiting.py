@@ -84,9 +84,7 @@ def test_waiters_served_first_come_first_served(
     assert order == list(range(8))
 
 
-def test_newcomer_never_barges_past_a_waiter_with_handoff_after_0(
-    Pool: Any, counter: Any
-) -> None:
+def test_newcomer_never_barges_past_a_waiter_with_handoff_after_0(Pool: Any, counter: Any) -> None:
     pool = Pool(counter, min_size=0, max_size=1, handoff_after=0)
     o = pool.get()
     got: list[Any] = []

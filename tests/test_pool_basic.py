@@ -156,9 +156,12 @@ def test_stats_keys_and_json(Pool: Any, counter: Any) -> None:
         "ncreating nuses nkilled nrecycled nwornout nborrows nreturns ndestroys nhealth "
         "bad_health hk_rounds hk_errors hc_rounds hc_errors avail using shutdown"
     ).split()
-    for key in ppp_keys + ["nwaiting", "max_waiting", "ntimeouts", "wait_time"]:
+    ppp_added = "nwaiting max_waiting ntimeouts wait_time longest_wait max_passed nhandoffs"
+    for key in ppp_keys + ppp_added.split() + ["handoff_after"]:
         assert key in stats, key
     assert set(stats["wait_time"]) == {"median", "p95", "max"}
+    assert (stats["longest_wait"], stats["max_passed"], stats["nhandoffs"]) == (None, 0, 0)
+    assert stats["handoff_after"] == 0.001
     assert stats["using"][0]["trace"] == str(o)
     text = json.loads(str(pool))
     for volatile in ("now", "running"):

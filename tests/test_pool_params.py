@@ -42,7 +42,7 @@ def test_counts_must_be_ints(Pool: Any, name: str, value: Any) -> None:
 @pytest.mark.parametrize(
     "name",
     ["timeout", "max_avail_delay", "max_using_delay", "max_using_delay_kill", "delay",
-     "max_lifetime"],
+     "max_lifetime", "handoff_after"],
 )  # fmt: skip
 def test_negative_or_nan_delays(Pool: Any, name: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be >= 0"):

@@ -91,7 +91,8 @@ def test_positional_parameters_match_proxypatternpool(Pool: Any) -> None:
         "getter", "retter", "closer", "health", "stats", "tracer", "log_level",
     ]  # fmt: skip
     assert names[18:] == [
-        "max_lifetime", "leak_trace", "clock", "health_timeout", "after_fork"
+        "max_lifetime", "leak_trace", "clock", "health_timeout", "after_fork",
+        "handoff_after",
     ]  # fmt: skip
 
 

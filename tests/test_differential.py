@@ -1086,13 +1086,13 @@ class WaitingMachine(PoolMachine):
         super().start(cfg)
 
     # rules that do not touch waiting, left out here (plain methods are no rules)
-    def ret_foreign(self, kind: str, n: int) -> None:  # type: ignore[override]
+    def ret_foreign(self, kind: str, n: int) -> None:
         raise NotImplementedError
 
-    def arm_duplicate(self, data: st.DataObject) -> None:  # type: ignore[override]
+    def arm_duplicate(self, data: st.DataObject) -> None:
         raise NotImplementedError
 
-    def toggle_raising(self, hook: str) -> None:  # type: ignore[override]
+    def toggle_raising(self, hook: str) -> None:
         raise NotImplementedError
 
 

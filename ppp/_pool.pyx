@@ -1155,8 +1155,8 @@ class Pool(_Core, PoolBase):
     """Thread-safe pool of objects created on demand by ``fun(n)`` (compiled twin).
 
     ``get(timeout=None)`` hands out an object (idle ones last-in first-out,
-    waiters first come first served) and ``ret(obj)`` gives it back.  See the
-    README for every parameter."""
+    waiters first come first served, with bounded barging) and ``ret(obj)`` gives
+    it back.  See the README for every parameter."""
 
     _Slot = _Slot
     _Waiter = Waiter

@@ -176,7 +176,6 @@ cdef extern from *:
     void ppp_table_del(ppp_table *t, void *key)
 
 
-
 import os
 import threading
 from _thread import allocate_lock
@@ -214,7 +213,12 @@ cdef enum:
     C_WAIT_SAMPLES = 1024
     C_HANDOFF_PASSES = 64
 
-assert C_HANDOFF_PASSES == HANDOFF_PASSES
+# the C copies of the shared constants (ppp._common) must be the same values
+if (S_IDLE, S_USING, S_BORROWED, C_GOT, C_CREATE, C_SHUT, C_FULL, C_QUEUED, C_GONE,
+        C_WAIT_SAMPLES, C_HANDOFF_PASSES) != (
+        IDLE, USING, BORROWED, GOT, CREATE, SHUT, FULL, QUEUED, GONE,
+        WAIT_SAMPLES, HANDOFF_PASSES):
+    raise ImportError("ppp._pool: its C constants differ from ppp._common's")
 
 # ``last_get`` of an object granted to a waiter that has not run yet: never over-held
 # (housekeeping must not kill what its holder has not received); see ``_lk_pickup``

@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from . import _backend
-from ._common import _keep_forever
+from ._common import USING, _keep_forever, check_timeout
 from ._errors import ProxyException
 from ._proxy_py import LOCAL, NOT_INITIALISED, SHARED, UNSET
 
@@ -45,6 +45,8 @@ log = logging.getLogger("ppp")
 FunHook = Callable[[int], Any]
 
 _sa = object.__setattr__
+_getpid = os.getpid
+_RELEASE_TRIES = 100  # an interrupted return is retried (each try is idempotent)
 
 
 class Scope(enum.Enum):
@@ -78,35 +80,75 @@ class _Holder:
     the holder is freed and ``__del__`` returns the object through ``Pool.ret``,
     ``retter`` included.  Only its scope touches it: no lock is needed.
 
+    Interrupt safety (``KeyboardInterrupt``, a signal handler's exception, a
+    raising tracer): ``_get_obj`` arms a holder in one *commit line* (attribute
+    stores, no call: an interrupt lands before or after it, never inside), and
+    ``release`` marks the return as sent on the line that calls ``Pool.ret``.  An
+    interrupted ``release`` is retried at once: a return that was sent but did
+    not finish retires the object (``closer`` runs) unless the pool has it back
+    (``Pool._drop_interrupted``, which checks the slot and its use count, so an
+    object that went back and on to another holder is left alone).
+
     In a forked child a holder from before the fork never returns its object (it
     is the parent's): CPython frees the dead threads' locals in the child before
     any fork handler runs, so the holder checks the process id itself."""
 
-    __slots__ = ("obj", "pid", "pool", "unlink")
+    __slots__ = ("obj", "pid", "pool", "sent", "slot", "unlink", "uses")
 
-    def __init__(self, pool: Any, obj: Any) -> None:
-        self.obj: Any = obj
-        self.pid = os.getpid()
+    def __init__(self, pool: Any = None, obj: Any = None) -> None:
+        self.pool: Any = None  # first: a holder interrupted half-built holds nothing
+        self.obj: Any = None
+        self.slot: Any = None  # the pool's record of obj, and its use count when taken
+        self.uses = -1
+        self.sent = False  # Pool.ret was called (maybe interrupted)
+        self.pid = _getpid()
         self.unlink: Callable[[], Any] | None = None  # cancels an end-of-greenlet link
-        self.pool: Any = pool  # last: a holder interrupted half-built returns nothing
+        if pool is not None:  # armed at once (tests); _get_obj arms its own in one line
+            slot = pool._slots.get(id(obj))
+            uses = -1 if slot is None else slot.uses
+            self.obj = obj; self.slot = slot; self.uses = uses; self.pool = pool  # noqa: E702 # fmt: skip
 
     def release(self) -> None:
-        """Give the object back (once; later calls do nothing)."""
+        """Give the object back (once; later calls do nothing).  Interrupted, the
+        return is finished first (the object is back, or retired), then the first
+        interrupt is re-raised."""
+        first: BaseException | None = None
+        for _ in range(_RELEASE_TRIES):
+            try:
+                self._release_step()
+                break
+            except BaseException as exc:  # retried: the step is idempotent
+                if first is None:
+                    first = exc
+        if first is not None:
+            try:
+                raise first
+            finally:
+                first = None
+
+    def _release_step(self) -> None:
         pool = self.pool
         if pool is None:
             return
-        obj = self.obj
-        self.pool = self.obj = None
-        if self.pid != os.getpid():  # the parent's object, in a forked child
-            _keep_forever([obj])
+        if self.sent:  # a return interrupted: retire the object unless it is back
+            if self.slot is not None:
+                pool._drop_interrupted(self.slot, USING, self.uses)
+            self.pool = self.obj = self.slot = None
             return
-        unlink, self.unlink = self.unlink, None
+        if self.pid != _getpid():  # the parent's object, in a forked child
+            _keep_forever([self.obj])
+            self.pool = self.obj = self.slot = None
+            return
+        unlink = self.unlink
         if unlink is not None:
+            self.unlink = None
             try:
                 unlink()
             except Exception:  # the greenlet is ending: its links are spent anyway
                 pass
-        pool.ret(obj)
+        # one line: an interrupt lands before it (nothing sent) or after the call
+        self.sent = True; pool.ret(self.obj)  # noqa: E702 # fmt: skip
+        self.pool = self.obj = self.slot = None
 
     def on_end(self, *_: Any) -> None:
         """Link callback: the greenlet that held the object has ended."""
@@ -122,7 +164,7 @@ class _Holder:
     def __del__(self) -> None:
         # the scope ended holding the object: give it back now, unless the
         # interpreter is tearing down (the pool may be half gone)
-        if self.pool is not None and not sys.is_finalizing():
+        if getattr(self, "pool", None) is not None and not sys.is_finalizing():
             self._release_quietly()
 
 
@@ -522,21 +564,36 @@ class _ProxyCold:
             obj = st.fun(n)
             local.o = obj
             return obj
-        obj = holder = None
+        # Taken through a ticket (what ``Pool.get`` does on its slow path): what the
+        # pool grants is written into it under the pool's lock, so an interrupt at
+        # any point -- even as the object is returned to this frame -- can give it
+        # back (``_cancel``) until the holder is armed, in one line, and takes over.
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        if pool._stale():
+            pool._forked()
+        ticket = pool._Waiter(False)
+        holder = None
         try:
-            obj = pool.get(timeout)
-            holder = _Holder(pool, obj)
+            obj = pool._get_slow(timeout, ticket)
+            holder = _Holder()
+            slot = ticket.slot
+            if slot is None or slot.obj is not obj:  # served by a plain get (a kill raced)
+                slot = pool._slots.get(id(obj))
+            uses = -1 if slot is None else slot.uses
+            holder.obj = obj; holder.slot = slot; holder.uses = uses; holder.pool = pool; ticket.slot = None  # noqa: E501,E702 # fmt: skip
             if st.scope is Scope.GEVENT or st.scope is Scope.EVENTLET:
                 current = _current_greenlet()
                 if current is not None:
                     holder.unlink = _link_end(current, holder.on_end)
-            local.h = holder
-            local.o = obj
-        except BaseException:  # interrupted: the object goes back, once
-            if holder is not None and holder.pool is not None:
+            # h before o: a scope never sees an object without its holder (one step on
+            # a threading.local; elsewhere an h alone is returned when it is replaced)
+            local.h = holder; local.o = obj  # noqa: E702 # fmt: skip
+        except BaseException:  # interrupted: what was obtained goes back, once
+            if holder is None or holder.pool is None:
+                pool._cancel(ticket)
+            elif getattr(local, "h", None) is not holder:  # else the scope holds it
                 holder.release()
-            elif obj is not None:
-                pool.ret(obj)
             raise
         return obj
 
@@ -551,11 +608,16 @@ class _ProxyCold:
         if holder is None:
             return
         try:
-            del local.o
-        except AttributeError:  # pragma: no cover - set together with h
-            pass
-        del local.h
-        holder.release()
+            try:
+                del local.o  # first: the scope never sees an object it does not hold
+            except AttributeError:  # pragma: no cover - set together with h
+                pass
+            del local.h
+            holder.release()
+        except BaseException:  # interrupted: once out of the scope, it goes back now
+            if getattr(local, "h", None) is not holder:
+                holder.release()
+            raise
 
     def _has_obj(self) -> bool:
         """Whether the current scope has an object now (none is created)."""

@@ -214,48 +214,42 @@ class _ScopeLocal:
     pooled object's holder.  Unlike a ``ContextVar``, a value is never seen by
     another task or thread that inherited or copied the context."""
 
-    __slots__ = ("__weakref__", "_ppp_lock", "_ppp_subs", "_ppp_thread")
+    __slots__ = ("__weakref__", "_ppp_subs", "_ppp_thread")
 
     # the compiled base reads ``_ppp_thread`` directly when the caller is a plain thread
     _ppp_versatile: ClassVar[bool] = True
     _ppp_thread: threading.local
-    _ppp_subs: dict[int, tuple[weakref.ref[Any], dict[str, Any]]]
-    _ppp_lock: threading.Lock
+    _ppp_subs: dict[weakref.ref[Any], dict[str, Any]]
 
     def __init__(self) -> None:
         _sa(self, "_ppp_thread", threading.local())
         _sa(self, "_ppp_subs", {})
-        _sa(self, "_ppp_lock", threading.Lock())
 
     def _ppp_dict(self, create: bool) -> dict[str, Any] | None:
         sub = _sub_scope()
         if sub is None:
             return self._ppp_thread.__dict__
-        key = id(sub)
-        with self._ppp_lock:
-            entry = self._ppp_subs.get(key)
-            if entry is not None and entry[0]() is sub:
-                return entry[1]
-            if not create:
-                return None
-            values: dict[str, Any] = {}
-            drop = functools.partial(_ScopeLocal._ppp_drop, weakref.ref(self), key)
-            self._ppp_subs[key] = (weakref.ref(sub, drop), values)
+        # Keyed by a weak reference to the task or greenlet: a live one equals a fresh
+        # reference to the same object, a dead one only itself.  Only ``sub`` adds its
+        # entry and a drop removes exactly its own, each one dict operation: no lock,
+        # so no interrupt can leave one held.
+        values = self._ppp_subs.get(weakref.ref(sub))
+        if values is not None or not create:
+            return values
+        values = {}
+        drop = functools.partial(_ScopeLocal._ppp_drop, weakref.ref(self))
+        self._ppp_subs[weakref.ref(sub, drop)] = values
         _link_end(sub, drop)
         return values
 
     @staticmethod
-    def _ppp_drop(local_ref: weakref.ref[_ScopeLocal], key: int, what: Any) -> None:
-        """``what`` (a dead weak reference, or the ended task or greenlet) is over."""
+    def _ppp_drop(local_ref: weakref.ref[_ScopeLocal], what: Any) -> None:
+        """``what`` (the dead weak reference, or the ended task or greenlet) is over;
+        its values, hence any holder, are freed on return."""
         local = local_ref()
-        if local is None:
-            return
-        with local._ppp_lock:
-            entry = local._ppp_subs.get(key)
-            if entry is None or (entry[0] is not what and entry[0]() is not what):
-                return
-            del local._ppp_subs[key]
-        # the values, hence any holder, are freed on return: outside the lock
+        if local is not None:
+            key = what if type(what) is weakref.ref else weakref.ref(what)
+            local._ppp_subs.pop(key, None)
 
     def __getattr__(self, name: str) -> Any:
         values = self._ppp_dict(False)

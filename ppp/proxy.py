@@ -23,6 +23,7 @@ import enum
 import functools
 import importlib
 import inspect
+import itertools
 import logging
 import os
 import sys
@@ -408,7 +409,7 @@ class _ProxyCold:
     _ppp_pool_class: Any
     _ppp_own: frozenset[str]
 
-    _ppp_count: int
+    _ppp_count: Iterator[int]  # numbers for fun(n) without a pool: one C step, no lock
     _ppp_kwargs: dict[str, Any]
     _ppp_lock: threading.RLock
     _ppp_max_size: int | None
@@ -449,7 +450,7 @@ class _ProxyCold:
         self._ppp_req = _check_scope(scope)
         self._ppp_max_size = _check_max_size(max_size)
         self._ppp_kwargs = self._ppp_check_kwargs(pool_kwargs)
-        self._ppp_count = 0
+        self._ppp_count = itertools.count()
         self._ppp_st = _State(self._ppp_req, None, None, None, None)
         self._ppp_bind(UNSET, None)
         if obj is not None or fun is not None:
@@ -511,7 +512,7 @@ class _ProxyCold:
             if self._ppp_max_size is not None:
                 pool = self._ppp_pool_class(fun, max_size=self._ppp_max_size, **self._ppp_kwargs)
             self._ppp_st = _State(scope, None, fun, local, pool)
-            self._ppp_count = 0
+            self._ppp_count = itertools.count()
             self._ppp_bind(LOCAL, local)
             _PER_SCOPE[id(self)] = self  # not a WeakSet: hash() is forwarded
         if old is not None:
@@ -551,9 +552,7 @@ class _ProxyCold:
             pass
         pool = st.pool
         if pool is None:
-            with self._ppp_lock:
-                n = self._ppp_count
-                self._ppp_count = n + 1
+            n = next(self._ppp_count)  # atomic, free-threaded builds included (3.13+)
             assert st.fun is not None
             obj = st.fun(n)
             local.o = obj

@@ -47,6 +47,7 @@ FunHook = Callable[[int], Any]
 
 _sa = object.__setattr__
 _getpid = os.getpid
+_pid = _getpid()  # this process's id (set again in a forked child, see _after_fork_in_child)
 _RELEASE_TRIES = 100  # an interrupted return is retried (each try is idempotent)
 
 
@@ -102,7 +103,7 @@ class _Holder:
         self.slot: Any = None  # the pool's record of obj, and its use count when taken
         self.uses = -1
         self.sent = False  # Pool.ret was called (maybe interrupted)
-        self.pid = _getpid()
+        self.pid = _pid  # no system call: the process id, refreshed after a fork
         self.unlink: Callable[[], Any] | None = None  # cancels an end-of-greenlet link
         if pool is not None:  # armed at once (tests); _get_obj arms its own in one line
             slot = pool._slots.get(id(obj))
@@ -113,19 +114,24 @@ class _Holder:
         """Give the object back (once; later calls do nothing).  Interrupted, the
         return is finished first (the object is back, or retired), then the first
         interrupt is re-raised."""
-        first: BaseException | None = None
-        for _ in range(_RELEASE_TRIES):
-            try:
-                self._release_step()
-                break
-            except BaseException as exc:  # retried: the step is idempotent
-                if first is None:
-                    first = exc
-        if first is not None:
-            try:
-                raise first
-            finally:
-                first = None
+        try:
+            self._release_step()
+        except BaseException as exc:
+            self._finish(exc)
+
+    def _finish(self, first: BaseException) -> None:
+        """``release`` was interrupted by ``first``: retry its step (idempotent) until
+        it completes, then re-raise ``first``."""
+        try:
+            for _ in range(_RELEASE_TRIES):
+                try:
+                    self._release_step()
+                    break
+                except BaseException:  # retried; the first one is raised
+                    continue
+            raise first
+        finally:
+            first = None  # type: ignore[assignment]  # no cycle through the traceback
 
     def _release_step(self) -> None:
         pool = self.pool
@@ -557,24 +563,36 @@ class _ProxyCold:
             obj = st.fun(n)
             local.o = obj
             return obj
-        # Taken through a ticket (what ``Pool.get`` does on its slow path): what the
-        # pool grants is written into it under the pool's lock, so an interrupt at
-        # any point -- even as the object is returned to this frame -- can give it
-        # back (``_cancel``) until the holder is armed, in one line, and takes over.
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-        if pool._stale():
-            pool._forked()
-        ticket = pool._Waiter(False)
-        holder = None
+        # What the pool hands over is owned by ``got`` or ``ticket`` until the holder
+        # is armed, in one commit line that also empties them; an interrupt at any
+        # point, even as the object comes back to this frame, can give it back.
+        holder = _Holder()
+        got: list[Any] = []
+        ticket = None
         try:
-            obj = pool._get_slow(timeout, ticket)
-            holder = _Holder()
-            slot = ticket.slot
-            if slot is None or slot.obj is not obj:  # served by a plain get (a kill raced)
-                slot = pool._slots.get(id(obj))
-            uses = -1 if slot is None else slot.uses
-            holder.obj = obj; holder.slot = slot; holder.uses = uses; holder.pool = pool; ticket.slot = None  # noqa: E501,E702 # fmt: skip
+            if pool._backend == "cython":
+                # the compiled get gives back all it took when it raises, and ``+=``
+                # stores its result from C: no point in between where Python runs.
+                # No slot is recorded: the compiled ret, once called, takes effect
+                # (or retires the object) even when it raises
+                got += map(pool.get, (timeout,))
+                holder.obj = got[0]; holder.pool = pool; del got[0]  # noqa: E702 # fmt: skip
+            else:
+                # the pure get can be interrupted as it returns (a profiler's return
+                # event): take it as get's slow path does, through a ticket that the
+                # pool fills under its lock and ``_cancel`` empties
+                if timeout is not None:
+                    timeout = check_timeout(timeout)
+                if pool._stale():
+                    pool._forked()
+                ticket = pool._Waiter(False)
+                obj = pool._get_slow(timeout, ticket)
+                slot = ticket.slot
+                if slot is None or slot.obj is not obj:  # served by a plain get (a kill raced)
+                    slot = pool._slots.get(id(obj))
+                uses = -1 if slot is None else slot.uses
+                holder.obj = obj; holder.slot = slot; holder.uses = uses; holder.pool = pool; ticket.slot = None  # noqa: E501,E702 # fmt: skip
+            obj = holder.obj
             if st.scope is Scope.GEVENT or st.scope is Scope.EVENTLET:
                 current = _current_greenlet()
                 if current is not None:
@@ -583,10 +601,13 @@ class _ProxyCold:
             # a threading.local; elsewhere an h alone is returned when it is replaced)
             local.h = holder; local.o = obj  # noqa: E702 # fmt: skip
         except BaseException:  # interrupted: what was obtained goes back, once
-            if holder is None or holder.pool is None:
+            if holder.pool is not None:
+                if getattr(local, "h", None) is not holder:  # else the scope holds it
+                    holder.release()
+            elif got:
+                pool.ret(got[0])
+            elif ticket is not None:
                 pool._cancel(ticket)
-            elif getattr(local, "h", None) is not holder:  # else the scope holds it
-                holder.release()
             raise
         return obj
 
@@ -661,6 +682,8 @@ _PER_SCOPE: weakref.WeakValueDictionary[int, _ProxyCold] = weakref.WeakValueDict
 def _after_fork_in_child() -> None:
     """Drop every per-scope object from before the fork (see ``_ppp_forked``).  It
     calls no user code, closes nothing and logs nothing."""
+    global _pid
+    _pid = _getpid()
     for proxy in list(_PER_SCOPE.values()):
         try:
             proxy._ppp_forked()

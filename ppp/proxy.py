@@ -86,10 +86,12 @@ class _Holder:
     raising tracer): ``_get_obj`` arms a holder in one *commit line* (attribute
     stores, no call: an interrupt lands before or after it, never inside), and
     ``release`` marks the return as sent on the line that calls ``Pool.ret``.  An
-    interrupted ``release`` is retried at once: a return that was sent but did
-    not finish retires the object (``closer`` runs) unless the pool has it back
-    (``Pool._drop_interrupted``, which checks the slot and its use count, so an
-    object that went back and on to another holder is left alone).
+    interrupted ``release`` (or finalizer) is retried at once: on the pure twin,
+    whose ``ret`` may be interrupted before it takes effect, a return that was
+    sent but did not finish retires the object (``closer`` runs) unless the pool
+    has it back (``Pool._drop_interrupted`` checks the slot and its use count,
+    so an object that went back and on to another holder is left alone); the
+    compiled ``ret``, once called, takes effect or retires the object itself.
 
     In a forked child a holder from before the fork never returns its object (it
     is the parent's): CPython frees the dead threads' locals in the child before
@@ -164,7 +166,10 @@ class _Holder:
 
     def _release_quietly(self) -> None:
         try:
-            self.release()
+            try:
+                self.release()
+            except BaseException as exc:  # even one raised as release was entered
+                self._finish(exc)
         except Exception:
             log.exception("Proxy: returning an object at the end of its scope failed")
 

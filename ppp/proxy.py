@@ -23,6 +23,7 @@ import enum
 import functools
 import importlib
 import inspect
+import itertools
 import logging
 import os
 import sys
@@ -34,7 +35,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from . import _backend
-from ._common import _keep_forever
+from ._common import USING, _keep_forever, check_timeout
 from ._errors import ProxyException
 from ._proxy_py import LOCAL, NOT_INITIALISED, SHARED, UNSET
 
@@ -45,6 +46,9 @@ log = logging.getLogger("ppp")
 FunHook = Callable[[int], Any]
 
 _sa = object.__setattr__
+_getpid = os.getpid
+_pid = _getpid()  # this process's id (set again in a forked child, see _after_fork_in_child)
+_RELEASE_TRIES = 100  # an interrupted return is retried (each try is idempotent)
 
 
 class Scope(enum.Enum):
@@ -78,35 +82,82 @@ class _Holder:
     the holder is freed and ``__del__`` returns the object through ``Pool.ret``,
     ``retter`` included.  Only its scope touches it: no lock is needed.
 
+    Interrupt safety (``KeyboardInterrupt``, a signal handler's exception, a
+    raising tracer): ``_get_obj`` arms a holder in one *commit line* (attribute
+    stores, no call: an interrupt lands before or after it, never inside), and
+    ``release`` marks the return as sent on the line that calls ``Pool.ret``.  An
+    interrupted ``release`` (or finalizer) is retried at once: on the pure twin,
+    whose ``ret`` may be interrupted before it takes effect, a return that was
+    sent but did not finish retires the object (``closer`` runs) unless the pool
+    has it back (``Pool._drop_interrupted`` checks the slot and its use count,
+    so an object that went back and on to another holder is left alone); the
+    compiled ``ret``, once called, takes effect or retires the object itself.
+
     In a forked child a holder from before the fork never returns its object (it
     is the parent's): CPython frees the dead threads' locals in the child before
     any fork handler runs, so the holder checks the process id itself."""
 
-    __slots__ = ("obj", "pid", "pool", "unlink")
+    __slots__ = ("obj", "pid", "pool", "sent", "slot", "unlink", "uses")
 
-    def __init__(self, pool: Any, obj: Any) -> None:
-        self.obj: Any = obj
-        self.pid = os.getpid()
+    def __init__(self, pool: Any = None, obj: Any = None) -> None:
+        self.pool: Any = None  # first: a holder interrupted half-built holds nothing
+        self.obj: Any = None
+        self.slot: Any = None  # the pool's record of obj, and its use count when taken
+        self.uses = -1
+        self.sent = False  # Pool.ret was called (maybe interrupted)
+        self.pid = _pid  # no system call: the process id, refreshed after a fork
         self.unlink: Callable[[], Any] | None = None  # cancels an end-of-greenlet link
-        self.pool: Any = pool  # last: a holder interrupted half-built returns nothing
+        if pool is not None:  # armed at once (tests); _get_obj arms its own in one line
+            slot = pool._slots.get(id(obj))
+            uses = -1 if slot is None else slot.uses
+            self.obj = obj; self.slot = slot; self.uses = uses; self.pool = pool  # noqa: E702 # fmt: skip
 
     def release(self) -> None:
-        """Give the object back (once; later calls do nothing)."""
+        """Give the object back (once; later calls do nothing).  Interrupted, the
+        return is finished first (the object is back, or retired), then the first
+        interrupt is re-raised."""
+        try:
+            self._release_step()
+        except BaseException as exc:
+            self._finish(exc)
+
+    def _finish(self, first: BaseException) -> None:
+        """``release`` was interrupted by ``first``: retry its step (idempotent) until
+        it completes, then re-raise ``first``."""
+        try:
+            for _ in range(_RELEASE_TRIES):
+                try:
+                    self._release_step()
+                    break
+                except BaseException:  # retried; the first one is raised
+                    continue
+            raise first
+        finally:
+            first = None  # type: ignore[assignment]  # no cycle through the traceback
+
+    def _release_step(self) -> None:
         pool = self.pool
         if pool is None:
             return
-        obj = self.obj
-        self.pool = self.obj = None
-        if self.pid != os.getpid():  # the parent's object, in a forked child
-            _keep_forever([obj])
+        if self.sent:  # a return interrupted: retire the object unless it is back
+            if self.slot is not None:
+                pool._drop_interrupted(self.slot, USING, self.uses)
+            self.pool = self.obj = self.slot = None
             return
-        unlink, self.unlink = self.unlink, None
+        if self.pid != _getpid():  # the parent's object, in a forked child
+            _keep_forever([self.obj])
+            self.pool = self.obj = self.slot = None
+            return
+        unlink = self.unlink
         if unlink is not None:
+            self.unlink = None
             try:
                 unlink()
             except Exception:  # the greenlet is ending: its links are spent anyway
                 pass
-        pool.ret(obj)
+        # one line: an interrupt lands before it (nothing sent) or after the call
+        self.sent = True; pool.ret(self.obj)  # noqa: E702 # fmt: skip
+        self.pool = self.obj = self.slot = None
 
     def on_end(self, *_: Any) -> None:
         """Link callback: the greenlet that held the object has ended."""
@@ -115,14 +166,17 @@ class _Holder:
 
     def _release_quietly(self) -> None:
         try:
-            self.release()
+            try:
+                self.release()
+            except BaseException as exc:  # even one raised as release was entered
+                self._finish(exc)
         except Exception:
             log.exception("Proxy: returning an object at the end of its scope failed")
 
     def __del__(self) -> None:
         # the scope ended holding the object: give it back now, unless the
         # interpreter is tearing down (the pool may be half gone)
-        if self.pool is not None and not sys.is_finalizing():
+        if getattr(self, "pool", None) is not None and not sys.is_finalizing():
             self._release_quietly()
 
 
@@ -172,48 +226,42 @@ class _ScopeLocal:
     pooled object's holder.  Unlike a ``ContextVar``, a value is never seen by
     another task or thread that inherited or copied the context."""
 
-    __slots__ = ("__weakref__", "_ppp_lock", "_ppp_subs", "_ppp_thread")
+    __slots__ = ("__weakref__", "_ppp_subs", "_ppp_thread")
 
     # the compiled base reads ``_ppp_thread`` directly when the caller is a plain thread
     _ppp_versatile: ClassVar[bool] = True
     _ppp_thread: threading.local
-    _ppp_subs: dict[int, tuple[weakref.ref[Any], dict[str, Any]]]
-    _ppp_lock: threading.Lock
+    _ppp_subs: dict[weakref.ref[Any], dict[str, Any]]
 
     def __init__(self) -> None:
         _sa(self, "_ppp_thread", threading.local())
         _sa(self, "_ppp_subs", {})
-        _sa(self, "_ppp_lock", threading.Lock())
 
     def _ppp_dict(self, create: bool) -> dict[str, Any] | None:
         sub = _sub_scope()
         if sub is None:
             return self._ppp_thread.__dict__
-        key = id(sub)
-        with self._ppp_lock:
-            entry = self._ppp_subs.get(key)
-            if entry is not None and entry[0]() is sub:
-                return entry[1]
-            if not create:
-                return None
-            values: dict[str, Any] = {}
-            drop = functools.partial(_ScopeLocal._ppp_drop, weakref.ref(self), key)
-            self._ppp_subs[key] = (weakref.ref(sub, drop), values)
+        # Keyed by a weak reference to the task or greenlet: a live one equals a fresh
+        # reference to the same object, a dead one only itself.  Only ``sub`` adds its
+        # entry and a drop removes exactly its own, each one dict operation: no lock,
+        # so no interrupt can leave one held.
+        values = self._ppp_subs.get(weakref.ref(sub))
+        if values is not None or not create:
+            return values
+        values = {}
+        drop = functools.partial(_ScopeLocal._ppp_drop, weakref.ref(self))
+        self._ppp_subs[weakref.ref(sub, drop)] = values
         _link_end(sub, drop)
         return values
 
     @staticmethod
-    def _ppp_drop(local_ref: weakref.ref[_ScopeLocal], key: int, what: Any) -> None:
-        """``what`` (a dead weak reference, or the ended task or greenlet) is over."""
+    def _ppp_drop(local_ref: weakref.ref[_ScopeLocal], what: Any) -> None:
+        """``what`` (the dead weak reference, or the ended task or greenlet) is over;
+        its values, hence any holder, are freed on return."""
         local = local_ref()
-        if local is None:
-            return
-        with local._ppp_lock:
-            entry = local._ppp_subs.get(key)
-            if entry is None or (entry[0] is not what and entry[0]() is not what):
-                return
-            del local._ppp_subs[key]
-        # the values, hence any holder, are freed on return: outside the lock
+        if local is not None:
+            key = what if type(what) is weakref.ref else weakref.ref(what)
+            local._ppp_subs.pop(key, None)
 
     def __getattr__(self, name: str) -> Any:
         values = self._ppp_dict(False)
@@ -372,7 +420,7 @@ class _ProxyCold:
     _ppp_pool_class: Any
     _ppp_own: frozenset[str]
 
-    _ppp_count: int
+    _ppp_count: Iterator[int]  # numbers for fun(n) without a pool: one C step, no lock
     _ppp_kwargs: dict[str, Any]
     _ppp_lock: threading.RLock
     _ppp_max_size: int | None
@@ -413,7 +461,7 @@ class _ProxyCold:
         self._ppp_req = _check_scope(scope)
         self._ppp_max_size = _check_max_size(max_size)
         self._ppp_kwargs = self._ppp_check_kwargs(pool_kwargs)
-        self._ppp_count = 0
+        self._ppp_count = itertools.count()
         self._ppp_st = _State(self._ppp_req, None, None, None, None)
         self._ppp_bind(UNSET, None)
         if obj is not None or fun is not None:
@@ -475,7 +523,7 @@ class _ProxyCold:
             if self._ppp_max_size is not None:
                 pool = self._ppp_pool_class(fun, max_size=self._ppp_max_size, **self._ppp_kwargs)
             self._ppp_st = _State(scope, None, fun, local, pool)
-            self._ppp_count = 0
+            self._ppp_count = itertools.count()
             self._ppp_bind(LOCAL, local)
             _PER_SCOPE[id(self)] = self  # not a WeakSet: hash() is forwarded
         if old is not None:
@@ -515,28 +563,56 @@ class _ProxyCold:
             pass
         pool = st.pool
         if pool is None:
-            with self._ppp_lock:
-                n = self._ppp_count
-                self._ppp_count = n + 1
+            n = next(self._ppp_count)  # atomic, free-threaded builds included (3.13+)
             assert st.fun is not None
             obj = st.fun(n)
             local.o = obj
             return obj
-        obj = holder = None
+        # What the pool hands over is owned by ``got`` or ``ticket`` until the holder
+        # is armed, in one commit line that also empties them; an interrupt at any
+        # point, even as the object comes back to this frame, can give it back.
+        holder = _Holder()
+        got: list[Any] = []
+        ticket = None
         try:
-            obj = pool.get(timeout)
-            holder = _Holder(pool, obj)
+            if pool._backend == "cython":
+                # the compiled get gives back all it took when it raises, and ``+=``
+                # stores its result from C: no point in between where Python runs.
+                # No slot is recorded: the compiled ret, once called, takes effect
+                # (or retires the object) even when it raises
+                got += map(pool.get, (timeout,))
+                holder.obj = got[0]; holder.pool = pool; del got[0]  # noqa: E702 # fmt: skip
+            else:
+                # the pure get can be interrupted as it returns (a profiler's return
+                # event): take it as get's slow path does, through a ticket that the
+                # pool fills under its lock and ``_cancel`` empties
+                if timeout is not None:
+                    timeout = check_timeout(timeout)
+                if pool._stale():
+                    pool._forked()
+                ticket = pool._Waiter(False)
+                obj = pool._get_slow(timeout, ticket)
+                slot = ticket.slot
+                if slot is None or slot.obj is not obj:  # served by a plain get (a kill raced)
+                    slot = pool._slots.get(id(obj))
+                uses = -1 if slot is None else slot.uses
+                holder.obj = obj; holder.slot = slot; holder.uses = uses; holder.pool = pool; ticket.slot = None  # noqa: E501,E702 # fmt: skip
+            obj = holder.obj
             if st.scope is Scope.GEVENT or st.scope is Scope.EVENTLET:
                 current = _current_greenlet()
                 if current is not None:
                     holder.unlink = _link_end(current, holder.on_end)
-            local.h = holder
-            local.o = obj
-        except BaseException:  # interrupted: the object goes back, once
-            if holder is not None and holder.pool is not None:
-                holder.release()
-            elif obj is not None:
-                pool.ret(obj)
+            # h before o: a scope never sees an object without its holder (one step on
+            # a threading.local; elsewhere an h alone is returned when it is replaced)
+            local.h = holder; local.o = obj  # noqa: E702 # fmt: skip
+        except BaseException:  # interrupted: what was obtained goes back, once
+            if holder.pool is not None:
+                if getattr(local, "h", None) is not holder:  # else the scope holds it
+                    holder.release()
+            elif got:
+                pool.ret(got[0])
+            elif ticket is not None:
+                pool._cancel(ticket)
             raise
         return obj
 
@@ -551,11 +627,16 @@ class _ProxyCold:
         if holder is None:
             return
         try:
-            del local.o
-        except AttributeError:  # pragma: no cover - set together with h
-            pass
-        del local.h
-        holder.release()
+            try:
+                del local.o  # first: the scope never sees an object it does not hold
+            except AttributeError:  # pragma: no cover - set together with h
+                pass
+            del local.h
+            holder.release()
+        except BaseException:  # interrupted: once out of the scope, it goes back now
+            if getattr(local, "h", None) is not holder:
+                holder.release()
+            raise
 
     def _has_obj(self) -> bool:
         """Whether the current scope has an object now (none is created)."""
@@ -606,6 +687,8 @@ _PER_SCOPE: weakref.WeakValueDictionary[int, _ProxyCold] = weakref.WeakValueDict
 def _after_fork_in_child() -> None:
     """Drop every per-scope object from before the fork (see ``_ppp_forked``).  It
     calls no user code, closes nothing and logs nothing."""
+    global _pid
+    _pid = _getpid()
     for proxy in list(_PER_SCOPE.values()):
         try:
             proxy._ppp_forked()

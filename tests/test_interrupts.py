@@ -535,9 +535,6 @@ def _known_gap(request: pytest.FixtureRequest, reason: str) -> None:
     request.applymarker(pytest.mark.xfail(strict=False, reason=f"issue 11 open: {reason}"))
 
 
-PROXY_PATHS = "ppp/proxy.py's slow paths are not yet safe at every injection point"
-
-
 @pytest.mark.parametrize("mode", ["trace", "profile", "clock"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_injected_interrupt(
@@ -545,12 +542,6 @@ def test_injected_interrupt(
 ) -> None:
     """KeyboardInterrupt at every injection point of one operation: the pool stays
     consistent and the interrupted call raises it."""
-    if name == "proxy" and mode != "clock":
-        _known_gap(request, PROXY_PATHS)
-        # the injected interrupt also lands in holders' finalizers ("Exception ignored")
-        request.applymarker(
-            pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-        )
     faulthandler.dump_traceback_later(300, exit=False)
     try:
         failures = inject(Pool, backend, name, mode)
@@ -752,8 +743,6 @@ def test_signal_storm(backend: ModuleType, op: str, request: pytest.FixtureReque
     """SIGALRM every 0.7 ms for 2 s, its handler raising KeyboardInterrupt, while the
     main thread loops on ``op``; then every invariant holds (run in a subprocess:
     a pool that deadlocks its own main thread shows as a stack dump)."""
-    if op == "proxy":
-        _known_gap(request, PROXY_PATHS)
     if not hasattr(signal, "setitimer"):
         pytest.skip("no setitimer on this platform")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(PPP_DIR), TESTS_DIR]))

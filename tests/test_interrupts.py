@@ -529,17 +529,9 @@ def inject(Pool: Any, backend: ModuleType, name: str, mode: str) -> list[str]:
     return failures
 
 
-def _known_gap(request: pytest.FixtureRequest, reason: str) -> None:
-    """A case the code does not survive yet (issue 11 stays open for it): reported
-    as xfail, and as XPASS once fixed."""
-    request.applymarker(pytest.mark.xfail(strict=False, reason=f"issue 11 open: {reason}"))
-
-
 @pytest.mark.parametrize("mode", ["trace", "profile", "clock"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_injected_interrupt(
-    Pool: Any, backend: ModuleType, name: str, mode: str, request: pytest.FixtureRequest
-) -> None:
+def test_injected_interrupt(Pool: Any, backend: ModuleType, name: str, mode: str) -> None:
     """KeyboardInterrupt at every injection point of one operation: the pool stays
     consistent and the interrupted call raises it."""
     faulthandler.dump_traceback_later(300, exit=False)
@@ -739,7 +731,7 @@ def json_dumps(data: Any) -> str:
 
 
 @pytest.mark.parametrize("op", STORM_OPS)
-def test_signal_storm(backend: ModuleType, op: str, request: pytest.FixtureRequest) -> None:
+def test_signal_storm(backend: ModuleType, op: str) -> None:
     """SIGALRM every 0.7 ms for 2 s, its handler raising KeyboardInterrupt, while the
     main thread loops on ``op``; then every invariant holds (run in a subprocess:
     a pool that deadlocks its own main thread shows as a stack dump)."""

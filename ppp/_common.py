@@ -963,7 +963,13 @@ class PoolBase:
                 _keep_forever(inherited)
             return
         self._lk_drop_idle()
-        self._stop.set()
+        if not sys.is_finalizing():
+            # Not during interpreter teardown (``__del__`` at module cleanup): the
+            # housekeeper, a daemon thread, is frozen for good by then, possibly
+            # inside ``stop.wait`` holding the Event's own lock, and ``set`` would
+            # wait for that lock for ever (seen on free-threaded 3.13t).  A frozen
+            # thread needs no stop signal.
+            self._stop.set()
         self._close_pending()
 
     def __del__(self) -> None:

@@ -62,4 +62,4 @@ endif
 	PYTHON_GIL=0 $(FT_VPY) -X dev -m pytest --parallel-threads=$(FT_THREADS) $(FT_PARALLEL_TESTS) $(FT_PYTEST_ARGS)
 
 bench-ft: $(FT_STAMP)
-	PYTHON_GIL=0 $(FT_VPY) bench/bench_ft.py $(FT_BENCH_ARGS)
+	PYTHON_GIL=0 $(FT_VPY) -m pytest bench/bench_ft.py -q -p no:cacheprovider $(FT_BENCH_ARGS)

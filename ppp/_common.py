@@ -354,9 +354,16 @@ class _Lease:
             pool._forked()
         ticket = None
         try:
-            # the hot path (no hooks): an idle object checked out into this lease
-            if pool._getter is None and not pool._leak_trace and pool._lease_take(self, pool._now() if pool._timed else 0.0):  # noqa: E501 # fmt: skip
-                return self._obj
+            # as the pure twin's get: an idle object, checked out into this lease
+            if pool._lease_take(self, pool._now() if pool._timed else 0.0):
+                if pool._deferred:
+                    pool._drain_deferred()
+                if pool._getter is None and not pool._leak_trace:
+                    return self._obj
+                obj = pool._after_get(self._slot)
+                if obj is not self._obj:  # killed while its getter ran: another get's object
+                    self._slot = _NO_SLOT; self._obj = obj  # noqa: E702 # fmt: skip
+                return obj
             ticket = pool._Waiter(False)
             obj = pool._get_slow(timeout, ticket); slot = ticket.slot if ticket.slot is not None and ticket.slot.obj is obj else _NO_SLOT; self._uses = slot.uses; self._obj = obj; self._slot = slot; self.__class__ = _OpenLease; return obj  # noqa: E501,E702 # fmt: skip
         except BaseException:
@@ -373,8 +380,9 @@ class _Lease:
         try:
             self._pool.ret(self._obj)
         except BaseException:  # interrupted: retired unless ret took effect
-            if slot is not None and slot is not _NO_SLOT:
-                self._pool._drop_interrupted(slot, USING, self._uses)
+            pool = self._pool
+            if slot is not None and slot is not _NO_SLOT and pool._lk_alive(slot, self._uses):
+                pool._drop_interrupted(slot, USING, self._uses)
             raise
 
 

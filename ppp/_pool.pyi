@@ -16,6 +16,7 @@ class _Slot:
     stack: Any
     n: int
     uses: int
+    seq: int
     state: int
     created: float
     last_get: float

@@ -17,6 +17,7 @@ class _Slot:
     n: int
     uses: int
     seq: int
+    pos: int
     state: int
     created: float
     last_get: float

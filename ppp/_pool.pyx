@@ -245,7 +245,7 @@ cdef class _Slot:
     """What the pool knows of one object it holds."""
 
     cdef public object obj, holder, stack
-    cdef public Py_ssize_t n, uses, seq
+    cdef public Py_ssize_t n, uses, seq, pos
     cdef public int state
     cdef public double created, last_get, last_ret
     cdef public bint warned
@@ -253,7 +253,8 @@ cdef class _Slot:
     def __init__(self, obj, Py_ssize_t n, double now):
         self.obj = obj
         self.n = n
-        self.seq = 0  # its place in the pool's ``_reg`` (set when registered)
+        self.seq = 0  # its rank in the pool's ``_reg`` (set when registered)
+        self.pos = 0  # its index there: a hint, checked before use (see _unregister)
         self.uses = 0
         self.state = S_IDLE
         self.created = now
@@ -589,7 +590,9 @@ cdef class _Core:
         return 0
 
     cdef int _unregister(self, _Slot slot) except -1:
-        cdef Py_ssize_t i = self._reg_find(slot.seq)
+        cdef Py_ssize_t i = slot.pos
+        if i >= len(self._reg) or self._reg[i] is not slot:
+            i = self._reg_find(slot.seq)
         del self._slots[PyLong_FromVoidPtr(<void*>slot.obj)]
         ppp_table_del(&self._index, <void*>slot.obj)
         self._reg[i] = slot.seq
@@ -621,6 +624,7 @@ cdef class _Core:
         cdef object entry
         for entry in self._reg:
             if isinstance(entry, _Slot):
+                (<_Slot>entry).pos = len(reg)
                 reg.append(entry)
         self._reg = reg
         self._reg_dead = 0
@@ -868,6 +872,7 @@ cdef class _Core:
             ppp_table_set(&self._index, <void*>obj, <PyObject*>slot)
             self._slots[PyLong_FromVoidPtr(<void*>obj)] = slot
             slot.seq = self._ncreated
+            slot.pos = len(self._reg)
             self._reg.append(slot)
             self._npending -= 1
             ticket.create = -1

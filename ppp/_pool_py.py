@@ -93,6 +93,7 @@ class _Slot:
         "last_ret",
         "n",
         "obj",
+        "pos",
         "seq",
         "stack",
         "state",
@@ -103,7 +104,8 @@ class _Slot:
     def __init__(self, obj: Any, n: int, now: float) -> None:
         self.obj = obj
         self.n = n
-        self.seq = 0  # its place in the pool's ``_reg`` (set when registered)
+        self.seq = 0  # its rank in the pool's ``_reg`` (set when registered)
+        self.pos = 0  # its index there: a hint, checked before use (see _forget)
         self.uses = 0
         self.state = IDLE
         self.created = now
@@ -426,7 +428,10 @@ class Pool(PoolBase):
         """Drop an object that is not on the idle stack (its slot is freed); its
         closer runs later, outside the lock (``_closing``)."""
         key = id(slot.obj)
-        i = bisect_left(self._reg, slot.seq, key=_seq_of)
+        reg = self._reg
+        i = slot.pos
+        if i >= len(reg) or reg[i] is not slot:  # a compaction was interrupted
+            i = bisect_left(reg, slot.seq, key=_seq_of)
         del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
         if self._reg_dead > _REG_SLACK and self._reg_dead > len(self._slots):
             self._compact_reg()
@@ -436,6 +441,8 @@ class Pool(PoolBase):
         """Drop the forgotten entries of ``_reg`` (when they outnumber the live ones,
         so its cost is amortised over the forgets); the order stays."""
         reg = [entry for entry in self._reg if type(entry) is not int]
+        for pos, slot in enumerate(reg):
+            slot.pos = pos
         self._reg = reg; self._reg_dead = 0  # noqa: E702
 
     def _forget_idle(self) -> None:
@@ -624,6 +631,7 @@ class Pool(PoolBase):
         key = id(obj)
         t = now if self._timed else 0.0
         slot = _Slot(obj, ticket.create, t)
+        pos = len(self._reg)  # where it goes in _reg
         if key in self._slots:
             ticket.create = -1; self._npending -= 1  # noqa: E702
             self._free_capacity(now)
@@ -633,9 +641,9 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return GONE
         if checkout:
-            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
+            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
             return GOT
-        slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; self._reg += (slot,); ticket.create = -1; ticket.obj = None  # noqa: E501,E702
+        slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None  # noqa: E501,E702
         self._idle(slot, now, 0, 0)
         return QUEUED
 

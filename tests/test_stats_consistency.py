@@ -50,7 +50,8 @@ def registered(pool: Any) -> set[int]:
 
 
 def reg_problems(pool: Any) -> list[str]:
-    """White-box: ``_reg`` lists every registered slot once, in registration order."""
+    """White-box: ``_reg`` lists every registered slot once, in registration order,
+    each at the index its ``pos`` says."""
     pool._acquire()
     try:
         reg = list(pool._reg)
@@ -65,6 +66,8 @@ def reg_problems(pool: Any) -> list[str]:
     live = [e for e in reg if not isinstance(e, int)]
     if {id(s) for s in live} != {id(s) for s in slots} or len(live) != len(slots):
         problems.append(f"_reg holds {len(live)} slots, the pool {len(slots)}")
+    if any(reg[s.pos] is not s for s in live):
+        problems.append("a slot's pos is not its index in _reg")
     if len(reg) - len(live) != dead:
         problems.append(f"{len(reg) - len(live)} tombstones but _reg_dead={dead}")
     if dead > max(64, len(slots)):

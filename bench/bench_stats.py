@@ -8,7 +8,10 @@ times the ``stats()`` call.  The reference ("floor") is the interpreter alone: a
 ``stats()`` does, touching no pool.  ``extra_info`` records, per case, the median
 over rounds of the round's stall (``stall``: the target's figure, so that one
 preemption of this shared machine's process does not decide it), the longest
-stall of all rounds (``stall_max``) and the median pair.
+stall of all rounds (``stall_max``) and the median pair; for ppp also the
+longest time ``stats()`` spent in one call of a locked step (``hold``, median over
+rounds, and ``hold_max``): the pool's own share of a stall, as the stats thread
+sees it (it includes the times that thread was preempted while holding the lock).
 
 Two things would hide the pool's share and are set aside for the round:
 
@@ -96,15 +99,18 @@ def _measure(
     get: Callable[[], Any],
     ret: Callable[[Any], Any],
     ref: bool = False,
+    holds: array.array[float] | None = None,
 ) -> None:
     """Time ``busy()`` once per round beside a :class:`Stalls` thread; record the stalls.
 
     What ``busy`` returned is checked by ``check`` and dropped between rounds, with
-    the thread stopped and untimed (freeing a million dicts holds the GIL too)."""
+    the thread stopped and untimed (freeing a million dicts holds the GIL too).
+    ``holds``, when given, is filled by the locked steps' timer (:func:`_time_holds`)."""
     rounds = scaled(benchmark, ROUNDS, 1)
     tag(benchmark, GROUP, impl, label, 1, ref=ref)
     stalls: list[float] = []
     pairs: list[float] = []
+    longest_holds: list[float] = []
     current: list[Any] = []  # the running round's Stalls, then its result
 
     def finish() -> None:
@@ -113,6 +119,9 @@ def _measure(
             s.__exit__()
             stalls.append(max(s.pairs))
             pairs.append(statistics.median(s.pairs))
+            if holds:
+                longest_holds.append(max(holds))
+                del holds[:]
             result = current[1:]  # empty when busy() raised: that error propagates
             del current[:]
             if result:
@@ -135,6 +144,32 @@ def _measure(
         f"longest get+ret stall {stall * 1e3:.2f} ms (median of {rounds} rounds; "
         f"max {longest * 1e3:.2f} ms); median get+ret {pair * 1e6:.2f} µs"
     )
+    if longest_holds:
+        hold, hold_max = statistics.median(longest_holds), max(longest_holds)
+        benchmark.extra_info.update(hold=hold, hold_max=hold_max)
+        benchmark.extra_info["note"] += (
+            f"; longest lock hold by stats() {hold * 1e3:.2f} ms (max {hold_max * 1e3:.2f} ms)"
+        )
+
+
+def _time_holds(pool: Any) -> array.array[float]:
+    """Time every call ``stats()`` makes to a locked step of ``pool`` (an instance
+    attribute in front of the twin's method); returns where the times go."""
+    times = array.array("d")
+    for name in ("_lk_stats", "_lk_stats_more"):  # the second one: chunked stats() only
+        method = getattr(pool, name, None)
+        if method is None:
+            continue
+
+        def timed(*args: Any, _method: Any = method) -> Any:
+            start = time.perf_counter()
+            try:
+                return _method(*args)
+            finally:
+                times.append(time.perf_counter() - start)
+
+        setattr(pool, name, timed)
+    return times
 
 
 def _fill(pool: Any, n: int) -> None:
@@ -157,7 +192,10 @@ def test_stats_stall_ppp(benchmark: Any, backend: ModuleType, quiet_interpreter:
 
     try:
         _fill(pool, n)
-        _measure(benchmark, f"ppp-{twin}", label, pool.stats, check, pool.get, pool.ret)
+        holds = _time_holds(pool)
+        _measure(
+            benchmark, f"ppp-{twin}", label, pool.stats, check, pool.get, pool.ret, holds=holds
+        )
     finally:
         pool.shutdown()
 

@@ -49,6 +49,10 @@ GROUPS["pool-expiry-all"] = (
     "Housekeeping round expiring 10,000 idle objects",
     "ns per idle object",
 )
+GROUPS["pool-stats-stall"] = (
+    "get+ret in another thread while `stats()` runs over 1,000,000 objects",
+    "time of one stats() call; the longest get+ret stall is in the note",
+)
 _SCOPES = {
     "shared": "shared object (obj=)",
     "thread": "per-thread object, no pool (fun=, max_size=None)",

@@ -68,6 +68,9 @@ WAIT_SAMPLES = 1024  # wait durations kept for the median and 95th percentile
 # waiters first come, first served, until one that was not starving is served.
 HANDOFF_AFTER = 0.001
 HANDOFF_PASSES = 64
+# objects whose state stats() copies per hold of the pool's lock (a pool of up to that
+# many is copied in one hold, at one instant; see PoolBase.stats)
+STATS_CHUNK = 2048
 HEALTH_TIMEOUT = 5.0  # default bound on one health check
 
 _pool_ids = itertools.count(1)
@@ -426,6 +429,8 @@ class PoolBase:
     _Waiter: Any
     _backend: str
 
+    _STATS_CHUNK = STATS_CHUNK  # tests make it small, to copy a pool in many chunks
+
     # the counters both twins keep (typed attributes in the compiled twin)
     _COUNTERS = (
         "_nusing",
@@ -528,7 +533,10 @@ class PoolBase:
         def _lk_health_done(
             self, slot: Any, uses: int, healthy: bool, error: bool, now: float
         ) -> bool: ...
-        def _lk_stats(self) -> tuple[Any, ...]: ...
+        def _lk_stats(self, limit: int) -> tuple[Any, ...]: ...
+        def _lk_stats_more(
+            self, cursor: int, horizon: int, limit: int
+        ) -> tuple[list[Any], int]: ...
         def _lk_reset(self) -> list[Any] | None: ...
         def _lk_hung(self, slot: Any, uses: int, now: float) -> bool: ...
 
@@ -1087,13 +1095,32 @@ class PoolBase:
     # ---------------------------------------------------------- statistics
 
     def stats(self) -> dict[str, Any]:
-        """A JSON-compatible snapshot: configuration, counts, waits and every object."""
+        """A JSON-compatible snapshot: configuration, counts, waits and every object.
+
+        The counts are copied in one hold of the lock, at one instant; the objects
+        (``avail``, ``using``) a chunk of ``STATS_CHUNK`` per hold, in the order they
+        were registered, each in the state it had when its chunk was copied: every
+        object registered at that instant and still held when its chunk is copied
+        is listed once, one registered later is not.  The lock is never held longer
+        than a chunk's copy; formatting runs without it."""
         if self._stale():
             self._forked()
         now = self._now()
-        (slots, samples, counts, nobjs, navail, nwaiting, wait_max, shutdown, hk_time, hk_last) = (
-            self._lk_stats()
-        )
+        limit = self._STATS_CHUNK
+        (
+            rows,
+            cursor,
+            horizon,
+            samples,
+            counts,
+            nobjs,
+            navail,
+            nwaiting,
+            wait_max,
+            shutdown,
+            hk_time,
+            hk_last,
+        ) = self._lk_stats(limit)
         c = dict(zip(self._COUNTERS, counts, strict=True))
         ordered = sorted(samples)
         data: dict[str, Any] = {
@@ -1164,20 +1191,24 @@ class PoolBase:
         }
         avail: list[dict[str, Any]] = []
         using: list[dict[str, Any]] = []
-        for obj, state, n, uses, created, last_get, last_ret, holder in slots:
-            item: dict[str, Any] = {"n": n, "uses": uses}
-            if self._stats_hook is not None:
-                try:
-                    item["stats"] = self._stats_hook(obj)
-                except Exception as exc:
-                    item["stats"] = f"<stats error: {exc!r}>"
-            else:
-                item["trace"] = self._trace(obj)
-            if self._timed:
-                item.update(age=now - created, last_get=last_get - now, last_ret=last_ret - now)
-            if holder is not None:
-                item["holder"] = holder
-            (avail if state == IDLE else using).append(item)
+        while True:
+            for obj, state, n, uses, created, last_get, last_ret, holder in rows:
+                item: dict[str, Any] = {"n": n, "uses": uses}
+                if self._stats_hook is not None:
+                    try:
+                        item["stats"] = self._stats_hook(obj)
+                    except Exception as exc:
+                        item["stats"] = f"<stats error: {exc!r}>"
+                else:
+                    item["trace"] = self._trace(obj)
+                if self._timed:
+                    item.update(age=now - created, last_get=last_get - now, last_ret=last_ret - now)
+                if holder is not None:
+                    item["holder"] = holder
+                (avail if state == IDLE else using).append(item)
+            if cursor < 0:
+                break
+            rows, cursor = self._lk_stats_more(cursor, horizon, limit)
         data["avail"] = avail
         data["using"] = using
         return data

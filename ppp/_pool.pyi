@@ -16,6 +16,8 @@ class _Slot:
     stack: Any
     n: int
     uses: int
+    seq: int
+    pos: int
     state: int
     created: float
     last_get: float

@@ -212,6 +212,7 @@ cdef enum:
     C_GONE = 5
     C_WAIT_SAMPLES = 1024
     C_HANDOFF_PASSES = 64
+    C_REG_SLACK = 64  # forgotten entries of _reg always tolerated before a compaction
 
 # the C copies of the shared constants (ppp._common) must be the same values
 if (S_IDLE, S_USING, S_BORROWED, C_GOT, C_CREATE, C_SHUT, C_FULL, C_QUEUED, C_GONE,
@@ -244,7 +245,7 @@ cdef class _Slot:
     """What the pool knows of one object it holds."""
 
     cdef public object obj, holder, stack
-    cdef public Py_ssize_t n, uses
+    cdef public Py_ssize_t n, uses, seq, pos
     cdef public int state
     cdef public double created, last_get, last_ret
     cdef public bint warned
@@ -252,6 +253,8 @@ cdef class _Slot:
     def __init__(self, obj, Py_ssize_t n, double now):
         self.obj = obj
         self.n = n
+        self.seq = 0  # its rank in the pool's ``_reg`` (set when registered)
+        self.pos = 0  # its index there: a hint, checked before use (see _unregister)
         self.uses = 0
         self.state = S_IDLE
         self.created = now
@@ -260,6 +263,13 @@ cdef class _Slot:
         self.holder = None
         self.stack = None
         self.warned = False
+
+
+cdef inline Py_ssize_t _seq_of(object entry) except? -1:
+    """The ``seq`` of an entry of ``_reg``: a slot's, or a forgotten one's (an int)."""
+    if isinstance(entry, _Slot):
+        return (<_Slot>entry).seq
+    return <Py_ssize_t>entry
 
 
 @cython.final
@@ -293,14 +303,14 @@ cdef class _Core:
     cdef ppp_lock_t _lock
     cdef ppp_table _index
     cdef public dict _slots
-    cdef public list _avail, _deferred, _closing, _wait_samples
+    cdef public list _avail, _deferred, _closing, _wait_samples, _reg
     cdef public object _waiters
     cdef public Py_ssize_t _nusing, _npending, _ncreating, _ncreated, _nuses, _nreturns
     cdef public Py_ssize_t _nbad_returns, _nborrows, _nkilled, _nrecycled, _nwornout
     cdef public Py_ssize_t _nexpired, _ndiscarded, _ndestroys, _nhealth, _bad_health
     cdef public Py_ssize_t _hk_rounds, _hk_errors, _hc_rounds, _hc_errors, _ntimeouts
     cdef public Py_ssize_t _nwaits, _max_waiting, _nhealth_timeouts, _nhandoffs, _max_passed
-    cdef public Py_ssize_t _nwoken, _nfreed
+    cdef public Py_ssize_t _nwoken, _nfreed, _reg_dead
     cdef public bint _handoff
     cdef public double _handoff_after
     cdef public Py_ssize_t _max_size, _min_size, _max_use, _forks, _pid
@@ -328,6 +338,8 @@ cdef class _Core:
 
     cdef _new_state(self):
         self._slots = {}
+        self._reg = []  # the slots in registration order (see _reg_find)
+        self._reg_dead = 0  # forgotten entries in _reg
         self._avail = []
         self._waiters = deque()
         self._deferred = []
@@ -578,8 +590,44 @@ cdef class _Core:
         return 0
 
     cdef int _unregister(self, _Slot slot) except -1:
+        cdef Py_ssize_t i = slot.pos
+        if i >= len(self._reg) or self._reg[i] is not slot:
+            i = self._reg_find(slot.seq)
         del self._slots[PyLong_FromVoidPtr(<void*>slot.obj)]
         ppp_table_del(&self._index, <void*>slot.obj)
+        self._reg[i] = slot.seq
+        self._reg_dead += 1
+        if self._reg_dead > C_REG_SLACK and self._reg_dead > len(self._slots):
+            self._compact_reg()
+        return 0
+
+    # ``_reg`` keeps every object the pool has registered in registration order, so
+    # that ``stats()`` can copy it a chunk per lock hold with a cursor: a slot, or for
+    # a forgotten one its ``seq`` (an int), until ``_compact_reg`` drops those.
+
+    cdef Py_ssize_t _reg_find(self, Py_ssize_t seq) except -1:
+        """Index of the first entry of ``_reg`` whose seq is at least ``seq``."""
+        cdef list reg = self._reg
+        cdef Py_ssize_t lo = 0, hi = len(reg), mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _seq_of(reg[mid]) < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    cdef int _compact_reg(self) except -1:
+        """Drop the forgotten entries of ``_reg`` (when they outnumber the live ones,
+        so its cost is amortised over the forgets); the order stays."""
+        cdef list reg = []
+        cdef object entry
+        for entry in self._reg:
+            if isinstance(entry, _Slot):
+                (<_Slot>entry).pos = len(reg)
+                reg.append(entry)
+        self._reg = reg
+        self._reg_dead = 0
         return 0
 
     cdef int _forget(self, _Slot slot, double now, bint timed_wait) except -1:
@@ -823,6 +871,9 @@ cdef class _Core:
                 return C_GONE
             ppp_table_set(&self._index, <void*>obj, <PyObject*>slot)
             self._slots[PyLong_FromVoidPtr(<void*>obj)] = slot
+            slot.seq = self._ncreated
+            slot.pos = len(self._reg)
+            self._reg.append(slot)
             self._npending -= 1
             ticket.create = -1
             ticket.obj = None
@@ -1075,16 +1126,21 @@ cdef class _Core:
 
     # ------------------------------------------------------------ statistics
 
-    def _lk_stats(self):
-        """What ``stats()`` formats, copied under the lock."""
-        cdef _Slot s
+    def _lk_stats(self, Py_ssize_t limit):
+        """What ``stats()`` formats: the counts as they are now, and the rows of the
+        first objects, with the cursor and the horizon for ``_lk_stats_more`` (see
+        the pure twin)."""
+        cdef Py_ssize_t horizon
+        cdef list rows
+        cdef Py_ssize_t cursor = 0
         self._lk()
         try:
+            horizon = self._ncreated  # objects registered from now on are not listed
+            rows = self._stats_rows(&cursor, horizon, limit)
             return (
-                [
-                    (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
-                    for s in self._slots.values()
-                ],
+                rows,
+                cursor,
+                horizon,
                 self._wait_samples[:],
                 [
                     self._nusing, self._npending, self._ncreating, self._ncreated, self._nuses,
@@ -1105,6 +1161,41 @@ cdef class _Core:
             )
         finally:
             self._unlk()
+
+    def _lk_stats_more(self, Py_ssize_t cursor, Py_ssize_t horizon, Py_ssize_t limit):
+        """The next chunk of ``stats()``'s rows, from where ``cursor`` stopped."""
+        cdef list rows
+        self._lk()
+        try:
+            rows = self._stats_rows(&cursor, horizon, limit)
+            return rows, cursor
+        finally:
+            self._unlk()
+
+    cdef list _stats_rows(self, Py_ssize_t *cursor, Py_ssize_t horizon, Py_ssize_t limit):
+        """The rows of the objects registered after ``cursor[0]`` and up to ``horizon``
+        (``seq`` numbers), reading at most ``limit`` entries of ``_reg``; ``cursor[0]``
+        becomes where to go on from, -1 when there is nothing more."""
+        cdef list reg = self._reg
+        cdef list rows = []
+        cdef Py_ssize_t i = self._reg_find(cursor[0] + 1)
+        cdef Py_ssize_t n = len(reg)
+        cdef Py_ssize_t end = min(n, i + max(limit, 1))
+        cdef Py_ssize_t k
+        cdef object entry
+        cdef _Slot s
+        for k in range(i, end):
+            entry = reg[k]
+            if _seq_of(entry) > horizon:
+                cursor[0] = -1
+                return rows
+            if isinstance(entry, _Slot):
+                s = <_Slot>entry
+                rows.append(
+                    (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
+                )
+        cursor[0] = _seq_of(reg[end - 1]) if end < n else -1
+        return rows
 
     # ------------------------------------------------------------ fork
 

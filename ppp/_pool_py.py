@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,6 +93,8 @@ class _Slot:
         "last_ret",
         "n",
         "obj",
+        "pos",
+        "seq",
         "stack",
         "state",
         "uses",
@@ -101,6 +104,8 @@ class _Slot:
     def __init__(self, obj: Any, n: int, now: float) -> None:
         self.obj = obj
         self.n = n
+        self.seq = 0  # its rank in the pool's ``_reg`` (set when registered)
+        self.pos = 0  # its index there: a hint, checked before use (see _forget)
         self.uses = 0
         self.state = IDLE
         self.created = now
@@ -109,6 +114,16 @@ class _Slot:
         self.holder: str | None = None
         self.stack: list[tuple[Any, int]] | None = None
         self.warned = False
+
+
+# ``_reg`` keeps every object the pool has registered in registration order, so that
+# ``stats()`` can copy it a chunk per lock hold with a cursor: a slot, or for a
+# forgotten one its ``seq`` (an int), until ``_compact_reg`` drops those.
+_REG_SLACK = 64  # forgotten entries always tolerated before a compaction
+
+
+def _seq_of(entry: Any) -> int:
+    return entry if type(entry) is int else entry.seq
 
 
 class Waiter:
@@ -202,6 +217,8 @@ class Pool(PoolBase):
 
     def _new_state(self) -> None:
         self._slots: dict[int, Any] = {}
+        self._reg: list[Any] = []  # the slots in registration order (see _seq_of)
+        self._reg_dead = 0  # forgotten entries in _reg
         self._avail: list[Any] = []
         self._waiters: deque[Any] = deque()
         self._deferred: list[Any] = []
@@ -411,8 +428,22 @@ class Pool(PoolBase):
         """Drop an object that is not on the idle stack (its slot is freed); its
         closer runs later, outside the lock (``_closing``)."""
         key = id(slot.obj)
-        del self._slots[key]; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
+        reg = self._reg
+        i = slot.pos
+        if i >= len(reg) or reg[i] is not slot:  # a compaction was interrupted
+            i = bisect_left(reg, slot.seq, key=_seq_of)
+        del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
+        if self._reg_dead > _REG_SLACK and self._reg_dead > len(self._slots):
+            self._compact_reg()
         self._free_capacity(now)
+
+    def _compact_reg(self) -> None:
+        """Drop the forgotten entries of ``_reg`` (when they outnumber the live ones,
+        so its cost is amortised over the forgets); the order stays."""
+        reg = [entry for entry in self._reg if type(entry) is not int]
+        for pos, slot in enumerate(reg):
+            slot.pos = pos
+        self._reg = reg; self._reg_dead = 0  # noqa: E702
 
     def _forget_idle(self) -> None:
         """Drop every idle object, oldest first (an interrupt leaves the rest idle:
@@ -600,6 +631,7 @@ class Pool(PoolBase):
         key = id(obj)
         t = now if self._timed else 0.0
         slot = _Slot(obj, ticket.create, t)
+        pos = len(self._reg)  # where it goes in _reg
         if key in self._slots:
             ticket.create = -1; self._npending -= 1  # noqa: E702
             self._free_capacity(now)
@@ -609,9 +641,9 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return GONE
         if checkout:
-            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
+            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
             return GOT
-        slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; ticket.create = -1; ticket.obj = None  # noqa: E501,E702
+        slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None  # noqa: E501,E702
         self._idle(slot, now, 0, 0)
         return QUEUED
 
@@ -785,13 +817,16 @@ class Pool(PoolBase):
     # ------------------------------------------------------------ statistics
 
     @_locked
-    def _lk_stats(self) -> tuple[Any, ...]:
-        """What ``stats()`` formats, copied under the lock."""
+    def _lk_stats(self, limit: int) -> tuple[Any, ...]:
+        """What ``stats()`` formats: the counts as they are now, and the rows of the
+        first objects (at most ``limit`` entries of ``_reg`` read), with the cursor
+        and the horizon for ``_lk_stats_more``."""
+        horizon = self._ncreated  # objects registered from now on are not listed
+        rows, cursor = self._stats_rows(0, horizon, limit)
         return (
-            [
-                (s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder)
-                for s in self._slots.values()
-            ],
+            rows,
+            cursor,
+            horizon,
             self._wait_samples[:],
             [getattr(self, name) for name in self._COUNTERS],
             len(self._slots),
@@ -802,6 +837,30 @@ class Pool(PoolBase):
             self._hk_time,
             self._hk_last,
         )
+
+    @_locked
+    def _lk_stats_more(self, cursor: int, horizon: int, limit: int) -> tuple[list[Any], int]:
+        """The next chunk of ``stats()``'s rows, from where ``cursor`` stopped."""
+        return self._stats_rows(cursor, horizon, limit)
+
+    def _stats_rows(self, cursor: int, horizon: int, limit: int) -> tuple[list[Any], int]:
+        """The rows of the objects registered after ``cursor`` and up to ``horizon``
+        (``seq`` numbers), reading at most ``limit`` entries of ``_reg``; returns them
+        and the cursor to go on from, -1 when there is nothing more."""
+        reg = self._reg
+        i = bisect_left(reg, cursor + 1, key=_seq_of)
+        end = min(len(reg), i + max(limit, 1))
+        rows: list[Any] = []
+        for k in range(i, end):
+            s = reg[k]
+            if type(s) is int:
+                if s > horizon:
+                    return rows, -1
+                continue
+            if s.seq > horizon:
+                return rows, -1
+            rows.append((s.obj, s.state, s.n, s.uses, s.created, s.last_get, s.last_ret, s.holder))  # noqa: E501
+        return rows, (_seq_of(reg[end - 1]) if end < len(reg) else -1)
 
     # ------------------------------------------------------------ fork
 

@@ -262,6 +262,16 @@ def _setup_held(run: Run, **kwargs: Any) -> None:
     run.mine.append(run.pool.get())
 
 
+def _setup_stats_chunked(run: Run) -> None:
+    """Three objects, one held, and stats() copying them one per hold of the lock."""
+    run.make(max_size=4)
+    objs = [run.pool.get() for _ in range(3)]
+    for obj in objs[1:]:
+        run.pool.ret(obj)
+    run.mine.append(objs[0])
+    run.pool._STATS_CHUNK = 1
+
+
 def _setup_wait_served(run: Run) -> None:
     """The test holds the only object; a helper gives it back once the operation
     (a get) waits, or once the operation is over."""
@@ -360,6 +370,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "hk_round": Scenario(_setup_hk, lambda r: r.pool._hk_round(), may_swallow=True),
     "stats": Scenario(_setup_held, lambda r: str(r.pool)),
+    "stats_chunked": Scenario(_setup_stats_chunked, lambda r: str(r.pool)),
     "proxy": Scenario(_setup_proxy, _op_proxy),
 }
 

@@ -101,12 +101,18 @@ def test_stats_under_churn(Pool: Any, chunk: int) -> None:
     )
     pool._STATS_CHUNK = chunk
     stop = threading.Event()
+    # the workers pause now and then until housekeeping has recycled something:
+    # under constant churn an idle object may never sit max_avail_delay unused
+    pause = threading.Event()
     errors: list[str] = []
 
     def worker(i: int) -> None:
         rng = random.Random(i)
         try:
             while not stop.is_set():
+                if pause.is_set():
+                    stop.wait(0.001)
+                    continue
                 objs = [pool.get() for _ in range(rng.randint(1, HOLD))]
                 for obj in objs:
                     if rng.random() < 0.05:
@@ -123,11 +129,17 @@ def test_stats_under_churn(Pool: Any, chunk: int) -> None:
     r = 0
     s: dict[str, Any] = {"nrecycled": 0, "nhealth": 0}
     deadline = time.monotonic() + DEADLINE
+    resume_at = 0.0
     try:
         # until housekeeping has recycled and health-checked objects meanwhile
         while r < ROUNDS or not (s["nrecycled"] and s["nhealth"]):
             assert time.monotonic() < deadline, f"no housekeeping within {DEADLINE} s: {s}"
             r += 1
+            if not s["nrecycled"] and r % 20 == 0 and not pause.is_set():
+                pause.set()  # stats() goes on while housekeeping recycles
+                resume_at = time.monotonic() + 0.05
+            elif pause.is_set() and time.monotonic() > resume_at:
+                pause.clear()
             with closed_lock:
                 closed_before = set(closed)
             before = registered(pool)

@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -36,6 +36,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from invariants import check_counts
 
 from ppp import PoolException, PPPException, TimeOut
 from ppp._backend import extensions_disabled
@@ -83,6 +84,18 @@ class Interrupt(BaseException):
 
 
 INTERRUPTIBLE = ("opener", "getter", "retter", "health")
+# where a one-shot interrupt can be armed for the next step: fun, a hook, or the clock
+ONE_SHOT = ("fun", "opener", "getter", "retter", "closer", "health", "clock")
+# the steps that call each source (shutdown is rare: little happens after it)
+STEPS_REACHING = {
+    "fun": ["get", "get", "use", "hk_round", "ret"],
+    "opener": ["get", "get", "use", "hk_round", "ret"],
+    "getter": ["get", "get", "use"],
+    "retter": ["ret", "ret", "use"],
+    "closer": ["ret", "ret", "use", "hk_round", "hk_round", "shutdown"],
+    "health": ["hk_round"],
+    "clock": ["get", "ret", "use", "hk_round", "shutdown"],
+}
 
 
 class Obj:
@@ -112,6 +125,21 @@ class FakeClock:
         return self.now
 
 
+class TwinClock:
+    """One twin's view of the shared FakeClock: counts its calls and raises the
+    interrupt armed on "clock" (the model reads the FakeClock itself: it cannot say
+    when the pool reads its clock)."""
+
+    def __init__(self, clock: FakeClock, env: Env) -> None:
+        self.clock = clock
+        self.env = env
+
+    def __call__(self) -> float:
+        self.env.clock_calls += 1
+        self.env.tick("clock")
+        return self.clock.now
+
+
 @dataclass
 class Env:
     """The behaviour of one system's ``fun`` and hooks, and the record of their calls."""
@@ -122,15 +150,31 @@ class Env:
     interrupting: set[str] = field(default_factory=set)  # hooks that raise Interrupt
     unhealthy: set[int] = field(default_factory=set)  # objects whose health check fails
     events: list[tuple[str, int]] = field(default_factory=list)
+    # one-shot interrupts of the current step: source -> calls left until it raises
+    armed: dict[str, int] = field(default_factory=dict)
+    clock_calls: int = 0  # a twin's clock calls (the model's are not counted)
+
+    def tick(self, source: str) -> None:
+        """One call of ``source``: raise Interrupt on the armed call."""
+        left = self.armed.get(source)
+        if left is None:
+            return
+        if left > 1:
+            self.armed[source] = left - 1
+            return
+        del self.armed[source]
+        raise Interrupt(f"{source} (one-shot)")
 
     def fun_call(self, n: int) -> None:
         self.events.append(("fun", n))
+        self.tick("fun")
         if self.fail:
             self.fail -= 1
             raise FunError(f"fun failed creating {n}")
 
     def hook_call(self, name: str, n: int) -> None:
         self.events.append((name, n))
+        self.tick(name)
         if name in self.interrupting:
             raise Interrupt(name)
         if name in self.raising:
@@ -249,7 +293,8 @@ class TwinSystem:
             hooks["tracer"] = lambda obj: env.trace(obj.n)
         if "stats" in cfg.hooks:
             hooks["stats"] = lambda obj: env.stats(obj.n)
-        self.pool = module.Pool(self._fun, delay=1e9, clock=clock, **cfg.kwargs(), **hooks)
+        self.clock = TwinClock(clock, env)
+        self.pool = module.Pool(self._fun, delay=1e9, clock=self.clock, **cfg.kwargs(), **hooks)
         self.tickets: dict[int, Any] = {}  # waiting threads, frozen: see enqueue
 
     def _fun(self, n: int) -> Obj:
@@ -429,6 +474,18 @@ class Model:
             except HookError:
                 pass  # logged by the pool
 
+    def close(self, ns: list[int]) -> None:
+        """``closer`` on forgotten objects, oldest first: an interrupted closer is not
+        run again, the others still run, then the first interrupt is raised."""
+        interrupt: Interrupt | None = None
+        for n in ns:
+            try:
+                self.hook("closer", n)
+            except Interrupt as exc:
+                interrupt = interrupt or exc
+        if interrupt is not None:
+            raise interrupt
+
     def has_room(self) -> bool:
         return not self.cfg.max_size or len(self.slots) + self.npending < self.cfg.max_size
 
@@ -456,7 +513,7 @@ class Model:
             self.hook("opener", n)
         except Interrupt:  # the object is not pooled: closed, its slot free
             self.unpend()
-            self.hook("closer", n)
+            self.close([n])
             raise
         if self.is_shutdown:  # a waiter's creation, run after the shutdown
             self.c["ncreated"] += 1
@@ -491,7 +548,7 @@ class Model:
             self.hook("getter", slot.n)
         except Interrupt:  # the caller never gets it: retired
             self.forget(slot)
-            self.hook("closer", slot.n)
+            self.close([slot.n])
             raise
 
     def forget(self, slot: MSlot) -> None:
@@ -687,7 +744,7 @@ class Model:
             self.hook("retter", slot.n)
         except Interrupt:  # its state is unknown: retired, not counted as returned
             self.forget(slot)
-            self.hook("closer", slot.n)
+            self.close([slot.n])
             raise
         self.c["nreturns"] += 1
         now = self.clock()
@@ -703,7 +760,7 @@ class Model:
             self.idle(slot)
             return
         self.forget(slot)
-        self.hook("closer", slot.n)
+        self.close([slot.n])  # an interrupted closer: raised, no refill
         self.fill()
 
     def use(self, timeout: float | None, fail: bool) -> int:
@@ -750,8 +807,7 @@ class Model:
                 closing.append(n)
                 self.forget(slot)
             self.avail = keep
-        for n in closing:
-            self.hook("closer", n)
+        self.close(closing)  # an interrupted closer ends the round here (raised)
         if "health" in self.hooks and self.c["hk_rounds"] % cfg.health_freq == 0:
             self.health_check()
         self.fill()
@@ -766,20 +822,23 @@ class Model:
             slot.state = BORROWED
             self.c["nborrows"] += 1
             self.c["nhealth"] += 1
-            self.env.events.append(("health", n))
             # housekeeping survives any exception from health, BaseException included:
             # the check failed
-            if "health" in self.env.raising or "health" in self.env.interrupting:
+            try:
+                self.env.hook_call("health", n)
+                healthy = n not in self.env.unhealthy
+            except (HookError, Interrupt):
                 self.c["hc_errors"] += 1
                 healthy = False
-            else:
-                healthy = n not in self.env.unhealthy
             if healthy:
                 self.idle(slot)
                 continue
             self.c["bad_health"] += 1
             self.forget(slot)
-            self.hook("closer", n)
+            try:
+                self.close([n])
+            except Interrupt:  # kills the health runner thread: the round's checks end
+                return
 
     def shutdown(self) -> None:
         self.is_shutdown = True
@@ -790,8 +849,7 @@ class Model:
         idle, self.avail = self.avail, []
         for n in idle:
             self.forget(self.slots[n])
-        for n in idle:
-            self.hook("closer", n)
+        self.close(idle)
 
     def stats(self) -> dict[str, Any]:
         cfg, c, now = self.cfg, self.c, self.clock()
@@ -863,6 +921,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.held: list[int] = []  # objects the program holds, by creation number
         self.live: list[int] = []  # waiting threads not run to the end, by id
         self.next_wid = 0
+        self.arming: tuple[str, int] | None = None  # a one-shot interrupt for the next step
         self.logs = ListHandler()
         self.logger = logging.getLogger("ppp")
         self.logger.addHandler(self.logs)
@@ -883,23 +942,96 @@ class PoolMachine(RuleBasedStateMachine):
         yield self.model
 
     def run(self, step: Callable[[Any], Any]) -> tuple[Any, ...]:
-        """Run one step on every system; the twins must agree exactly (result and
-        log), the model on the result type and value."""
+        """Run one step on every system; the twins must agree exactly (result, log,
+        clock calls), the model on the result type and value.
+
+        With a one-shot interrupt armed, the same call of the same source raises
+        ``Interrupt`` in every system.  The model cannot say when a twin reads its
+        clock: after an interrupted clock the twins must agree with each other and
+        keep the pool's invariants, and the model takes the pure twin's state."""
+        armed, self.arming = self.arming, None
+        for s in self.systems():
+            s.env.armed.clear()
+            if armed is not None and (armed[0] != "clock" or s is not self.model):
+                s.env.armed[armed[0]] = armed[1]
         results = []
         logs = []
+        clock_calls = []
         for twin in self.twins:
             self.logs.records.clear()
+            before = twin.env.clock_calls
             results.append(outcome(partial(step, twin)))
             logs.append(self.logs.take())
-        expected = outcome(lambda: step(self.model))
+            clock_calls.append(twin.env.clock_calls - before)
         first = results[0]
-        for twin, result, log in zip(self.twins[1:], results[1:], logs[1:], strict=True):
-            assert result == first, f"{twin.name} returned {result}, {self.twins[0].name} {first}"
-            assert log == logs[0], f"{twin.name} logged {log}, {self.twins[0].name} {logs[0]}"
-        assert first[:2] == expected[:2], f"the twins gave {first}, the model {expected}"
+        for twin, result, log, calls in zip(
+            self.twins[1:], results[1:], logs[1:], clock_calls[1:], strict=True
+        ):
+            name = self.twins[0].name
+            assert result == first, f"{twin.name} returned {result}, {name} {first}"
+            assert log == logs[0], f"{twin.name} logged {log}, {name} {logs[0]}"
+            assert calls == clock_calls[0], (
+                f"{twin.name} read the clock {calls} times, {name} {clock_calls[0]}"
+            )
+        clock_fired = (
+            armed is not None and armed[0] == "clock" and "clock" not in self.twins[0].env.armed
+        )
+        if clock_fired:
+            self.resync()
+        else:
+            expected = outcome(lambda: step(self.model))
+            assert first[:2] == expected[:2], f"the twins gave {first}, the model {expected}"
         if first[0] == "raise" and first[1] == "TimeOut":
             assert "timeout after" in first[2]
+        fired = [s.env.armed == {} for s in self.systems()]
+        if armed is not None:
+            event(f"one-shot {armed[0]}: {'fired' if all(fired) else 'not reached'}")
+        for s in self.systems():
+            s.env.armed.clear()
+        if armed is not None and all(fired):
+            self.check_after_interrupt()
         return first
+
+    def resync(self) -> None:
+        """The model takes the pure twin's state (white-box, under the pool's lock)."""
+        twin, model = self.twins[-1], self.model
+        pool = twin.pool
+        pool._acquire()
+        try:
+            slots = list(pool._slots.values())
+            avail = [slot.obj.n for slot in pool._avail]
+            hk_last, is_shutdown = pool._hk_last, pool._shutdown
+        finally:
+            pool._release()
+        model.slots = {
+            slot.obj.n: MSlot(
+                slot.obj.n,
+                slot.created,
+                slot.state,
+                slot.uses,
+                slot.last_get,
+                slot.last_ret,
+                slot.warned,
+                slot.holder,
+            )
+            for slot in slots
+        }
+        model.avail = avail
+        model.hk_last, model.is_shutdown = hk_last, is_shutdown
+        data = twin.pool.stats()
+        for key in model.c:
+            model.c[key] = data[key]
+        model.env.events = list(twin.env.events)
+        model.env.fail, model.env.dup_of = twin.env.fail, twin.env.dup_of
+
+    def check_after_interrupt(self) -> None:
+        """After an interrupt: every count invariant of ``check_pool`` on each twin
+        (the lock free, nothing pending or waiting, the program's objects in use:
+        those it holds less those killed, as the model says)."""
+        slots = self.model.slots
+        using = [n for n in self.held if n in slots and slots[n].state == USING]
+        for twin in self.twins:
+            check_counts(twin.pool, [twin.objs[n] for n in using])
 
     # --- getting and returning
 
@@ -1023,6 +1155,31 @@ class PoolMachine(RuleBasedStateMachine):
         for s in self.systems():
             s.env.unhealthy ^= {n}
 
+    @precondition(lambda self: self.twins)
+    @rule(data=st.data(), k=st.sampled_from([1, 1, 2, 3]))
+    def interrupted(self, data: st.DataObject, k: int) -> None:
+        """A step whose k-th call of fun, a hook or the clock raises Interrupt, at
+        the same point in every system."""
+        sources = [name for name in ONE_SHOT if name in self.cfg.hooks or name in ("fun", "clock")]
+        if self.model.env.dup_of is not None:
+            # an interrupt between fun returning a duplicate and the pool refusing it
+            # closes that object, which the pool holds (see toggle_interrupt)
+            sources = [name for name in sources if name not in ("opener", "clock")]
+        source = data.draw(st.sampled_from(sources))
+        op = data.draw(st.sampled_from(STEPS_REACHING[source]))
+        self.arming = (source, k)
+        if op == "ret" and self.held:
+            self.ret(data)
+        elif op == "use":
+            self.use(data.draw(st.sampled_from([0, 0.001])), data.draw(st.booleans()))
+        elif op == "hk_round":
+            self.hk_round()
+        elif op == "shutdown":
+            self.shutdown(data.draw(st.integers(0, 3)))
+        else:
+            self.get(data.draw(st.sampled_from([None, 0, 0.001])))
+        self.arming = None
+
     # --- time, housekeeping, shutdown
 
     @rule(dt=st.sampled_from([0.5, 3.0, 7.0, 12.0, 31.0]))
@@ -1064,6 +1221,7 @@ class PoolMachine(RuleBasedStateMachine):
         for s in self.systems():
             s.env.raising.clear()
             s.env.interrupting.clear()
+            s.env.armed.clear()
             s.shutdown()
             for n in self.held:
                 s.ret(n)

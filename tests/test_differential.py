@@ -36,7 +36,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from invariants import check_counts
+from invariants import check_counts, check_pool
 
 from ppp import PoolException, PPPException, TimeOut
 from ppp._backend import extensions_disabled
@@ -922,6 +922,9 @@ class PoolMachine(RuleBasedStateMachine):
         self.live: list[int] = []  # waiting threads not run to the end, by id
         self.next_wid = 0
         self.arming: tuple[str, int] | None = None  # a one-shot interrupt for the next step
+        self.fired = False  # whether the last step's one-shot interrupt was reached
+        self.last: tuple[Any, ...] = ()  # the last step's outcome on the twins
+        self.returned: int | None = None  # the object the last ``ret`` step gave back
         self.logs = ListHandler()
         self.logger = logging.getLogger("ppp")
         self.logger.addHandler(self.logs)
@@ -988,8 +991,8 @@ class PoolMachine(RuleBasedStateMachine):
             event(f"one-shot {armed[0]}: {'fired' if all(fired) else 'not reached'}")
         for s in self.systems():
             s.env.armed.clear()
-        if armed is not None and all(fired):
-            self.check_after_interrupt()
+        self.fired = armed is not None and all(fired)
+        self.last = first
         return first
 
     def resync(self) -> None:
@@ -1024,14 +1027,64 @@ class PoolMachine(RuleBasedStateMachine):
         model.env.events = list(twin.env.events)
         model.env.fail, model.env.dup_of = twin.env.fail, twin.env.dup_of
 
-    def check_after_interrupt(self) -> None:
-        """After an interrupt: every count invariant of ``check_pool`` on each twin
-        (the lock free, nothing pending or waiting, the program's objects in use:
-        those it holds less those killed, as the model says)."""
+    def in_use(self) -> list[int]:
+        """The objects the program holds less those killed, as the model says."""
         slots = self.model.slots
-        using = [n for n in self.held if n in slots and slots[n].state == USING]
+        return [n for n in self.held if n in slots and slots[n].state == USING]
+
+    def check_after_interrupt(self, op: str, before: set[int], result: tuple[Any, ...]) -> None:
+        """After an interrupt: what the pool guarantees whatever the point it landed
+        (the model cannot place a clock call), then every invariant of ``check_pool``.
+
+        An interrupted ``get`` hands out nothing; an interrupted ``ret`` retires its
+        object (closed once, by closer); an interrupted ``shutdown`` still closes
+        every idle object."""
+        data = self.twins[0].stats()
+        idle = {item["n"] for item in data["avail"]}
+        using = {item["n"] for item in data["using"]}
+        closes = [n for name, n in self.twins[0].env.events if name == "closer"]
+        if result[:2] == ("raise", "Interrupt"):
+            if op in ("get", "use"):
+                assert using <= before, f"an interrupted {op} left {using - before} in use"
+            if op == "ret":
+                n = self.returned
+                assert n is not None
+                assert n not in idle | using, f"interrupted ret: object {n} still pooled"
+                if "closer" in self.cfg.hooks:
+                    assert closes.count(n) == 1, f"interrupted ret: object {n} not closed once"
+            if op == "shutdown":
+                assert not idle and data["shutdown"], "interrupted shutdown left idle objects"
+        assert len(closes) == len(set(closes)), f"an object closed twice: {closes}"
+        env = self.model.env
+        benign = not (env.fail or env.interrupting or env.dup_of is not None)
         for twin in self.twins:
-            check_counts(twin.pool, [twin.objs[n] for n in using])
+            held = [twin.objs[n] for n in self.in_use()]
+            if benign:  # counts, lock, then every slot taken at once (fun does not fail)
+                check_pool(twin.pool, held, get_timeout=2.0)
+            else:
+                check_counts(twin.pool, held)
+        event(f"after an interrupted {op}: {'check_pool' if benign else 'check_counts'}")
+        if benign:
+            self.mirror_check_pool()
+        self.logs.records.clear()
+
+    def mirror_check_pool(self) -> None:
+        """What ``check_pool`` did to each twin (a get(0)/ret probe, then every free
+        slot taken at once and given back in order), done to the model."""
+        model = self.model
+        nheld = len(self.in_use())
+        want = self.cfg.max_size - nheld if self.cfg.max_size else max(len(model.avail), 3)
+        try:
+            n = model.get(0)
+        except (TimeOut, PoolException):
+            pass
+        else:
+            model.ret(n)
+        if model.is_shutdown:
+            return
+        got = [model.get(2.0) for _ in range(want)]
+        for n in got:
+            model.ret(n)
 
     # --- getting and returning
 
@@ -1047,7 +1100,7 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.held)
     @rule(data=st.data())
     def ret(self, data: st.DataObject) -> None:
-        n = data.draw(st.sampled_from(self.held))
+        n = self.returned = data.draw(st.sampled_from(self.held))
         self.held.remove(n)
         self.run(lambda s: s.ret(n))
 
@@ -1167,18 +1220,29 @@ class PoolMachine(RuleBasedStateMachine):
             sources = [name for name in sources if name not in ("opener", "clock")]
         source = data.draw(st.sampled_from(sources))
         op = data.draw(st.sampled_from(STEPS_REACHING[source]))
+        if source in ("getter", "retter"):
+            k = 1  # called once per step
         self.arming = (source, k)
-        if op == "ret" and self.held:
+        self.fired = False
+        before = {item["n"] for item in self.twins[0].stats()["using"]}
+        if op == "ret" and not self.held:
+            op = "use"
+        if op == "ret":
             self.ret(data)
         elif op == "use":
             self.use(data.draw(st.sampled_from([0, 0.001])), data.draw(st.booleans()))
         elif op == "hk_round":
             self.hk_round()
         elif op == "shutdown":
-            self.shutdown(data.draw(st.integers(0, 3)))
+            go = data.draw(st.integers(0, 3))
+            op = "shutdown" if go == 0 else "none"
+            self.shutdown(go)
         else:
+            op = "get"
             self.get(data.draw(st.sampled_from([None, 0, 0.001])))
         self.arming = None
+        if self.fired:
+            self.check_after_interrupt(op, before, self.last)
 
     # --- time, housekeeping, shutdown
 

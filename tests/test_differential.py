@@ -12,6 +12,15 @@ single-threaded restatement of SPEC section 2; after every step the returned
 object, the exception, the hook calls, the log and ``stats()`` must agree.  The
 model is deliberately naive (no locks; a waiting thread is a record in a list),
 so a disagreement points at the pool.
+
+Interrupt steps arm a one-shot ``Interrupt`` on the k-th call of ``fun``, a hook or
+the clock (a user ``clock=``, which the compiled twin too calls through Python) for
+one ``get``, ``obj()`` block, ``ret``, housekeeping round or ``shutdown``.  Both twins
+must read the clock equally often, so the interrupt lands at the same point in
+each.  The model predicts the hook and ``fun`` cases; after an interrupted clock
+the twins must agree and keep what the pool guarantees wherever an interrupt
+lands, then the model takes the pure twin's state.  After every interrupt step
+``check_pool`` (tests/invariants.py) runs on both twins, mirrored on the model.
 """
 
 from __future__ import annotations
@@ -86,15 +95,13 @@ class Interrupt(BaseException):
 INTERRUPTIBLE = ("opener", "getter", "retter", "health")
 # where a one-shot interrupt can be armed for the next step: fun, a hook, or the clock
 ONE_SHOT = ("fun", "opener", "getter", "retter", "closer", "health", "clock")
-# the steps that call each source (shutdown is rare: little happens after it)
-STEPS_REACHING = {
-    "fun": ["get", "get", "use", "hk_round", "ret"],
-    "opener": ["get", "get", "use", "hk_round", "ret"],
-    "getter": ["get", "get", "use"],
-    "retter": ["ret", "ret", "use"],
-    "closer": ["ret", "ret", "use", "hk_round", "hk_round", "shutdown"],
-    "health": ["hk_round"],
-    "clock": ["get", "ret", "use", "hk_round", "shutdown"],
+# the one-shot sources each step can reach (fun and opener through creation or refill)
+REACHED_BY = {
+    "get": ("fun", "opener", "getter", "clock"),
+    "use": ("fun", "opener", "getter", "retter", "closer", "clock"),
+    "ret": ("fun", "opener", "retter", "closer", "clock"),
+    "hk_round": ("fun", "opener", "closer", "health", "clock"),
+    "shutdown": ("closer", "clock"),
 }
 
 
@@ -987,8 +994,6 @@ class PoolMachine(RuleBasedStateMachine):
         if first[0] == "raise" and first[1] == "TimeOut":
             assert "timeout after" in first[2]
         fired = [s.env.armed == {} for s in self.systems()]
-        if armed is not None:
-            event(f"one-shot {armed[0]}: {'fired' if all(fired) else 'not reached'}")
         for s in self.systems():
             s.env.armed.clear()
         self.fired = armed is not None and all(fired)
@@ -1208,25 +1213,39 @@ class PoolMachine(RuleBasedStateMachine):
         for s in self.systems():
             s.env.unhealthy ^= {n}
 
-    @precondition(lambda self: self.twins)
+    @precondition(lambda self: self.twins and not self.model.is_shutdown)
     @rule(data=st.data(), k=st.sampled_from([1, 1, 2, 3]))
     def interrupted(self, data: st.DataObject, k: int) -> None:
-        """A step whose k-th call of fun, a hook or the clock raises Interrupt, at
-        the same point in every system."""
-        sources = [name for name in ONE_SHOT if name in self.cfg.hooks or name in ("fun", "clock")]
-        if self.model.env.dup_of is not None:
+        """A get, obj() block, housekeeping round or (rarely) shutdown whose k-th call
+        of fun, a hook or the clock raises Interrupt, at the same point in every system."""
+        op = data.draw(st.sampled_from(["get", "use", "use", "hk_round", "hk_round"]))
+        if data.draw(st.integers(0, 11)) == 5:  # rarely: little happens after a shutdown
+            op = "shutdown"
+        self.interrupt(data, k, op)
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data(), k=st.sampled_from([1, 1, 2, 3]))
+    def interrupted_ret(self, data: st.DataObject, k: int) -> None:
+        """A return whose k-th call of fun, a hook or the clock raises Interrupt."""
+        self.interrupt(data, k, "ret")
+
+    def interrupt(self, data: st.DataObject, k: int, op: str) -> None:
+        sources = [
+            name
+            for name in REACHED_BY[op]
+            if name in self.cfg.hooks or name in ("fun", "clock")
             # an interrupt between fun returning a duplicate and the pool refusing it
             # closes that object, which the pool holds (see toggle_interrupt)
-            sources = [name for name in sources if name not in ("opener", "clock")]
+            if self.model.env.dup_of is None or name not in ("opener", "clock")
+        ]
+        if not sources:  # a shutdown with a duplicate armed and no closer
+            return
         source = data.draw(st.sampled_from(sources))
-        op = data.draw(st.sampled_from(STEPS_REACHING[source]))
-        if source in ("getter", "retter"):
-            k = 1  # called once per step
+        if source in ("getter", "retter") or (source in ("fun", "opener") and op != "hk_round"):
+            k = 1  # called once per step (fun and opener: but in a refill)
         self.arming = (source, k)
         self.fired = False
         before = {item["n"] for item in self.twins[0].stats()["using"]}
-        if op == "ret" and not self.held:
-            op = "use"
         if op == "ret":
             self.ret(data)
         elif op == "use":
@@ -1234,13 +1253,11 @@ class PoolMachine(RuleBasedStateMachine):
         elif op == "hk_round":
             self.hk_round()
         elif op == "shutdown":
-            go = data.draw(st.integers(0, 3))
-            op = "shutdown" if go == 0 else "none"
-            self.shutdown(go)
+            self.shutdown(0)
         else:
-            op = "get"
             self.get(data.draw(st.sampled_from([None, 0, 0.001])))
         self.arming = None
+        event(f"one-shot {source} (call {k}) in {op}: {'fired' if self.fired else 'not reached'}")
         if self.fired:
             self.check_after_interrupt(op, before, self.last)
 

@@ -20,7 +20,8 @@ must read the clock equally often, so the interrupt lands at the same point in
 each.  The model predicts the hook and ``fun`` cases; after an interrupted clock
 the twins must agree and keep what the pool guarantees wherever an interrupt
 lands, then the model takes the pure twin's state.  After every interrupt step
-``check_pool`` (tests/invariants.py) runs on both twins, mirrored on the model.
+``check_pool`` (tests/invariants.py) runs on both twins, mirrored on the model (only
+its counts when fun or a hook is still set to fail).
 """
 
 from __future__ import annotations

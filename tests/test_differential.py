@@ -1306,12 +1306,16 @@ class PoolMachine(RuleBasedStateMachine):
             self.interrupted_waiter(data, k)
 
     def clock_then_monotonic(self, op: str) -> bool:
-        """Known, reported: ``_cancel`` retries after an interrupt with
-        ``time.monotonic()`` for ``now``, not the pool's clock: a waiter it grants
-        then has ``longest_wait`` (and the hand-off test) from two clocks, which
-        the twins read at different real instants.  No clock interrupt in a waiting
-        thread's run while another thread waits."""
-        return op.startswith("wait") and len(self.model.waiters) > 0
+        """Known, reported: where a clock read must not fail (``_now_safe``, as in a
+        health round, and ``_cancel``'s retry) an interrupted user clock is replaced
+        by ``time.monotonic()``, another time base: a waiter served then records
+        ``longest_wait`` (and is judged starving, hand-off) from two clocks, read by
+        the twins at different real instants.  No clock interrupt while another
+        thread waits."""
+        waiters = self.model.waiters
+        if op.startswith("wait"):
+            waiters = [w for w in waiters if w is not self.model.mw[self._wid]]
+        return bool(waiters)
 
     def interrupt(self, data: st.DataObject, k: int, op: str) -> None:
         sources = [

@@ -283,7 +283,10 @@ class _HealthRound:
                 retired = pool._lk_health_done(slot, uses, healthy, error, pool._now_safe())
                 if retired and not error:
                     log.error("pool %d: bad health, closing %s", pool._id, pool._trace(slot.obj))
-                pool._close_pending()
+                try:
+                    pool._close_pending()
+                except BaseException:  # a closer interrupted: logged, the round goes on
+                    log.exception("pool %d: closer interrupted in a health round", pool._id)
                 self.ticks.put(True)
         finally:
             self.ticks.put(False)
@@ -679,11 +682,16 @@ class PoolBase:
             log.exception("pool %d: %s hook failed on %s", self._id, name, self._trace(obj))
 
     def _now_safe(self) -> float:
-        """The clock, in a path that must not fail (an interrupt's clean-up)."""
-        try:
-            return self._now()
-        except BaseException:
-            return time.monotonic()
+        """The clock, in a path that must not fail (an interrupt's clean-up).  A
+        user's clock that raised is asked once more (an interrupt is one event)
+        before ``time.monotonic()`` is taken, a different time base: times
+        mixed across it (a wait, an age) are then meaningless."""
+        for _ in range(2):
+            try:
+                return self._now()
+            except BaseException:
+                pass
+        return time.monotonic()
 
     def _after_get(self, slot: Any) -> Any:
         """Outside the lock, once ``slot`` is checked out: leak trace and getter."""
@@ -830,7 +838,7 @@ class PoolBase:
         interrupt: BaseException | None = None
         for attempt in range(100):
             try:
-                now = self._now() if attempt == 0 else time.monotonic()
+                now = self._now() if attempt == 0 else self._now_safe()
                 self._lk_cancel(ticket, now)
                 break
             except BaseException as exc:

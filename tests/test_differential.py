@@ -867,8 +867,8 @@ class Model:
             self.forget(slot)
             try:
                 self.close([n])
-            except Interrupt:  # kills the health runner thread: the round's checks end
-                return
+            except Interrupt:  # an interrupted closer: logged, the round goes on
+                pass
 
     def shutdown(self) -> None:
         self.is_shutdown = True
@@ -1431,10 +1431,6 @@ class WaitingMachine(PoolMachine):
         raise NotImplementedError
 
 
-# Known gap (reported): a closer interrupted inside a health round kills the health
-# runner thread (the exception reaches threading.excepthook, not the ppp log) and
-# the round's remaining checks are skipped; the model states that behaviour.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize(("machine", "examples"), [(PoolMachine, 150), (WaitingMachine, 300)])
 def test_twins_and_model_agree(machine: type[PoolMachine], examples: int) -> None:
     PoolMachine.modules = twin_modules()

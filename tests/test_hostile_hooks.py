@@ -214,6 +214,52 @@ def test_hanging_health_check_counts_as_failed(Pool: Any) -> None:
     assert victim.closed == 1
 
 
+def test_closer_interrupted_in_a_health_round_keeps_the_round(
+    Pool: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A closer interrupted while the health round retires an unhealthy object is
+    logged and the round goes on: every idle object is still checked (before, the
+    health runner thread died and the round's other checks were skipped)."""
+    maker = Maker()
+    checked: list[int] = []
+    interrupted: list[int] = []
+    errors: list[str] = []
+
+    def health(obj: Res) -> bool:
+        checked.append(obj.n)
+        return obj.n != 0
+
+    def closer(obj: Res) -> None:
+        if not interrupted:
+            interrupted.append(obj.n)
+            raise KeyboardInterrupt("closer")
+        maker.closer(obj)
+
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(repr(args.exc_value))
+    pool = Pool(maker.fun, max_size=0, min_size=0, health=health, delay=FOREVER, closer=closer)
+    try:
+        for rnd in range(5):
+            checked.clear()
+            objs = [pool.get() for _ in range(4)]
+            for obj in objs:
+                pool.ret(obj)
+            expected = {obj.n for obj in objs}
+            del objs
+            with caplog.at_level(logging.ERROR, logger="ppp"):
+                pool._hk_round()
+            assert set(checked) == expected, f"round {rnd}: checked {checked}, idle {expected}"
+            if rnd == 0:
+                assert interrupted == [0]
+                assert "closer interrupted in a health round" in caplog.text
+            s = _stats(pool)
+            assert s["navail"] == len(expected) - (rnd == 0), s
+            assert not errors, errors
+    finally:
+        threading.excepthook = previous
+        pool.shutdown()
+
+
 # ----------------------------------------------------------- big health round
 
 

@@ -424,13 +424,7 @@ cdef class _Core:
             now = self._now_c()
         self._lk()
         if self._avail and not self._shutdown:
-            slot = <_Slot>self._avail.pop()
-            slot.state = S_USING
-            slot.uses += 1
-            self._nuses += 1
-            self._nusing += 1
-            slot.last_get = now
-            slot.warned = False
+            slot = self._take_idle(now)
         self._unlk()
         if slot is None:
             ticket = Waiter(False)
@@ -546,6 +540,17 @@ cdef class _Core:
             slot.state = S_IDLE
             self._avail.append(slot)
         return 0
+
+    cdef inline _Slot _take_idle(self, double last_get):
+        """The top idle object, checked out (lock held; ``_avail`` not empty)."""
+        cdef _Slot slot = <_Slot>self._avail.pop()
+        slot.state = S_USING
+        slot.uses += 1
+        self._nuses += 1
+        self._nusing += 1
+        slot.last_get = last_get
+        slot.warned = False
+        return slot
 
     cdef inline bint _starving(self, Waiter waiter, double now):
         return (
@@ -700,20 +705,12 @@ cdef class _Core:
 
     def _lk_take(self, Waiter ticket, bint nowait, double now):
         """The slow ``get``: GOT, CREATE, SHUT, FULL or QUEUED (see the pure twin)."""
-        cdef _Slot slot
         self._lk()
         try:
             if self._shutdown:
                 return C_SHUT
             if self._avail:
-                slot = <_Slot>self._avail.pop()
-                slot.state = S_USING
-                slot.uses += 1
-                self._nuses += 1
-                self._nusing += 1
-                slot.last_get = now if self._timed else 0.0
-                slot.warned = False
-                ticket.slot = slot
+                ticket.slot = self._take_idle(now if self._timed else 0.0)
                 return C_GOT
             if not self._waiters and self._has_room():
                 ticket.create = self._ncreating
@@ -740,7 +737,6 @@ cdef class _Core:
         """A waiter woken to compete for an idle object is back: GOT (it took one),
         QUEUED (waits again in its place), or GOT, CREATE, SHUT when granted or
         failed meanwhile (see the pure twin)."""
-        cdef _Slot slot
         self._lk()
         try:
             if not ticket.queued:
@@ -750,15 +746,8 @@ cdef class _Core:
             self._nwoken -= ticket.woken
             ticket.woken = False  # its lock is held again
             if self._avail:
-                slot = <_Slot>self._avail.pop()
-                slot.state = S_USING
-                slot.uses += 1
-                self._nuses += 1
-                self._nusing += 1
-                slot.last_get = now if self._timed else 0.0
-                slot.warned = False
+                ticket.slot = self._take_idle(now if self._timed else 0.0)
                 ticket.queued = False
-                ticket.slot = slot
                 self._waiters.remove(ticket)
                 self._served(ticket, now)
                 return C_GOT
@@ -971,9 +960,9 @@ cdef class _Core:
         finally:
             self._unlk()
 
-    def _lk_take_list(self, str name):
-        """Empty the list ``_deferred`` or ``_closing`` and return what it held."""
-        cdef list items = self._deferred if name == "_deferred" else self._closing
+    def _lk_take_deferred(self):
+        """Empty ``_deferred`` (returns asked for by finalizers) and return what it held."""
+        cdef list items = self._deferred
         cdef list taken
         self._lk()
         try:

@@ -702,9 +702,9 @@ class Pool(PoolBase):
         self._nbad_returns += 1
 
     @_locked
-    def _lk_take_list(self, name: str) -> list[Any]:
-        """Empty the list ``_deferred`` or ``_closing`` and return what it held."""
-        items: list[Any] = getattr(self, name)
+    def _lk_take_deferred(self) -> list[Any]:
+        """Empty ``_deferred`` (returns asked for by finalizers) and return what it held."""
+        items: list[Any] = self._deferred
         taken = items[:]
         del items[: len(taken)]
         return taken

@@ -3,8 +3,9 @@
 
 ``ppp/_pool_py.py`` is its pure-Python twin; both must behave identically.  The
 hot path (``get``, ``ret``) and the locked steps (``_lk_*``) run on typed
-attributes under a C-level mutex (PyMutex on 3.13+, an atomic benaphore before;
-both release the GIL while they block), and nothing they do under it calls back
+attributes under a C-level mutex (PyMutex on the free-threaded build; a benaphore
+counted with plain stores under the GIL on the GIL build; both let other threads
+run while they block), and nothing they do under it calls back
 into Python: no Python-level method, no hook, no clock (the time is read before
 the lock is taken).  So no signal handler, asynchronous exception or tracer can
 run inside a locked region: an interrupt lands before or after it, never in it.
@@ -19,25 +20,26 @@ from cpython.time cimport monotonic
 
 cdef extern from *:
     """
-    /* The pool's mutex.  3.13+: PyMutex (it detaches the thread state, so the
-       GIL or the free-threaded GC is never held while blocked).  Older: a
-       "benaphore": one atomic add when uncontended, and a PyThread lock, taken
-       with the GIL released, for the rare contended case (only the holder can
-       post, so a binary lock is enough). */
+    /* The pool's mutex.  Free-threaded build: PyMutex (it detaches the thread
+       state while blocked).  GIL build: a "benaphore": a count taken with plain
+       loads and stores (every acquire and release runs holding the GIL, whose
+       hand-over orders memory, so no atomic instruction is needed), and a
+       PyThread lock, waited on with the GIL released, for the contended case
+       (only the holder posts it, so a binary lock is enough). */
     #include "pythread.h"
-    #if defined(_MSC_VER)
-    #include <intrin.h>
-    #define PPP_FETCH_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
+    #if defined(Py_GIL_DISABLED) && defined(_MSC_VER)
     #define PPP_STORE(p, v) (*(volatile unsigned long *)(p) = (v))
     #define PPP_LOAD(p) (*(volatile unsigned long *)(p))
-    #else
-    #define PPP_FETCH_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+    #elif defined(Py_GIL_DISABLED)
     #define PPP_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
     #define PPP_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+    #else
+    #define PPP_STORE(p, v) (*(p) = (v))
+    #define PPP_LOAD(p) (*(p))
     #endif
     /* ``owner`` is the holder's thread id (0 when free): ret() called by a
        finalizer while its own thread holds the lock is deferred, not deadlocked. */
-    #if PY_VERSION_HEX >= 0x030d0000
+    #ifdef Py_GIL_DISABLED
     typedef struct { PyMutex m; unsigned long owner; } ppp_lock_t;
     static int ppp_lock_init(ppp_lock_t *l) { l->m = (PyMutex){0}; l->owner = 0; return 0; }
     static void ppp_lock_free(ppp_lock_t *l) { (void)l; }
@@ -63,20 +65,37 @@ cdef extern from *:
         if (l->sem) { PyThread_release_lock(l->sem); PyThread_free_lock(l->sem); l->sem = NULL; }
     }
     static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) {
-        if (PPP_FETCH_ADD(&l->count, 1) != 0) {
+        if (l->count++ != 0) {
             Py_BEGIN_ALLOW_THREADS
             PyThread_acquire_lock(l->sem, WAIT_LOCK);
             Py_END_ALLOW_THREADS
         }
-        PPP_STORE(&l->owner, PyThread_get_thread_ident());
+        l->owner = PyThread_get_thread_ident();
     }
     static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
-        PPP_STORE(&l->owner, 0UL);
-        if (PPP_FETCH_ADD(&l->count, -1) > 1) PyThread_release_lock(l->sem);
+        l->owner = 0UL;
+        if (l->count-- > 1) PyThread_release_lock(l->sem);
     }
     #endif
     static CYTHON_INLINE int ppp_lock_held_here(ppp_lock_t *l) {
-        return PPP_LOAD(&l->owner) == PyThread_get_thread_ident();
+        unsigned long owner = PPP_LOAD(&l->owner);
+        return owner != 0 && owner == PyThread_get_thread_ident();
+    }
+    /* The idle stack's pop.  list.pop() gives memory back when the list falls
+       below half its capacity: with one object idle, every get shrank the list
+       to nothing and the next ret grew it again (two reallocs per get+ret).
+       The GIL build keeps the capacity (bounded by the most objects ever idle
+       at once); the free-threaded build, whose lists are read lock-free, uses
+       the list's own pop. */
+    static CYTHON_INLINE PyObject *ppp_list_pop(PyObject *list) {
+    #ifdef Py_GIL_DISABLED
+        return PyObject_CallMethod(list, "pop", NULL);
+    #else
+        Py_ssize_t n = PyList_GET_SIZE(list);
+        PyObject *item = PyList_GET_ITEM(list, n - 1);  /* the list's reference, now ours */
+        Py_SET_SIZE(list, n - 1);
+        return item;
+    #endif
     }
     """
     ctypedef struct ppp_lock_t:
@@ -86,6 +105,7 @@ cdef extern from *:
     void ppp_lock_acquire(ppp_lock_t *l)
     void ppp_lock_release(ppp_lock_t *l)
     int ppp_lock_held_here(ppp_lock_t *l)
+    object ppp_list_pop(list lst)
 
 cdef extern from *:
     """
@@ -392,6 +412,11 @@ cdef class _Core:
 
     # ------------------------------------------------------------ hot path
 
+    # get and ret: plain method descriptors (the call as cheap as SimpleQueue's),
+    # their signatures embedded for inspect.signature
+    @cython.binding(False)
+    @cython.embedsignature(True)
+    @cython.embedsignature.format("clinic")
     def get(self, timeout=None):
         """Get an object: the last one returned if any is idle, else a new one, else wait.
 
@@ -400,6 +425,9 @@ cdef class _Core:
         ``fun`` raises when creating."""
         return self._get_c(timeout)
 
+    @cython.binding(False)
+    @cython.embedsignature(True)
+    @cython.embedsignature.format("clinic")
     def ret(self, obj):
         """Give back an object obtained from ``get``.
 
@@ -543,7 +571,7 @@ cdef class _Core:
 
     cdef inline _Slot _take_idle(self, double last_get):
         """The top idle object, checked out (lock held; ``_avail`` not empty)."""
-        cdef _Slot slot = <_Slot>self._avail.pop()
+        cdef _Slot slot = <_Slot>ppp_list_pop(self._avail)
         slot.state = S_USING
         slot.uses += 1
         self._nuses += 1

@@ -86,12 +86,13 @@ class _Holder:
     raising tracer): ``_get_obj`` arms a holder in one *commit line* (attribute
     stores, no call: an interrupt lands before or after it, never inside), and
     ``release`` marks the return as sent on the line that calls ``Pool.ret``.  An
-    interrupted ``release`` (or finalizer) is retried at once: on the pure twin,
-    whose ``ret`` may be interrupted before it takes effect, a return that was
-    sent but did not finish retires the object (``closer`` runs) unless the pool
-    has it back (``Pool._drop_interrupted`` checks the slot and its use count,
-    so an object that went back and on to another holder is left alone); the
-    compiled ``ret``, once called, takes effect or retires the object itself.
+    interrupted ``release`` (or finalizer) is retried at once: a return that was
+    sent but did not finish (the pure ``ret`` interrupted before it took effect;
+    a profiler raising at the compiled ``ret``'s ``c_call`` event, before it
+    runs) retires the object (``closer`` runs) unless the pool has it back
+    (``Pool._drop_interrupted`` checks the slot and its use count, so an object
+    that went back and on to another holder is left alone); the compiled
+    ``ret``, once running, takes effect or retires the object itself.
 
     In a forked child a holder from before the fork never returns its object (it
     is the parent's): CPython frees the dead threads' locals in the child before
@@ -578,10 +579,14 @@ class _ProxyCold:
             if pool._backend == "cython":
                 # the compiled get gives back all it took when it raises, and ``+=``
                 # stores its result from C: no point in between where Python runs.
-                # No slot is recorded: the compiled ret, once called, takes effect
-                # (or retires the object) even when it raises
                 got += map(pool.get, (timeout,))
                 holder.obj = got[0]; holder.pool = pool; del got[0]  # noqa: E702 # fmt: skip
+                # the slot and its use count, for a return interrupted before the
+                # compiled ret runs (a profiler's c_call event); only this thread
+                # holds the object, so they cannot change meanwhile
+                slot = pool._slots.get(id(holder.obj))
+                if slot is not None:
+                    holder.uses = slot.uses; holder.slot = slot  # noqa: E702 # fmt: skip
             else:
                 # the pure get can be interrupted as it returns (a profiler's return
                 # event): take it as get's slow path does, through a ticket that the

@@ -81,21 +81,38 @@ cdef extern from *:
         unsigned long owner = PPP_LOAD(&l->owner);
         return owner != 0 && owner == PyThread_get_thread_ident();
     }
-    /* The idle stack's pop.  list.pop() gives memory back when the list falls
-       below half its capacity: with one object idle, every get shrank the list
-       to nothing and the next ret grew it again (two reallocs per get+ret).
-       The GIL build keeps the capacity (bounded by the most objects ever idle
-       at once); the free-threaded build, whose lists are read lock-free, uses
-       the list's own pop. */
+    /* The idle stack's pop (the list is not empty).  list.pop() gives memory
+       back when the list falls below half its capacity: with one object idle,
+       every get shrank the list to nothing and the next ret grew it again (two
+       reallocs per get+ret).  This pop keeps the capacity (bounded by the most
+       objects ever idle at once): the top item's reference passes to the
+       caller and the size drops by one, as list.pop() does before it resizes.
+       Every change to the list is made under the pool's lock, so the list's
+       own critical section (free-threaded build) is not needed against other
+       writers; Py_SET_SIZE stores atomically there for lock-free readers. */
     static CYTHON_INLINE PyObject *ppp_list_pop(PyObject *list) {
-    #ifdef Py_GIL_DISABLED
-        return PyObject_CallMethod(list, "pop", NULL);
-    #else
         Py_ssize_t n = PyList_GET_SIZE(list);
-        PyObject *item = PyList_GET_ITEM(list, n - 1);  /* the list's reference, now ours */
+        PyObject *item = PyList_GET_ITEM(list, n - 1);
         Py_SET_SIZE(list, n - 1);
         return item;
+    }
+    /* The idle stack's push: in place while the list has room (as list.append
+       does, storing the item before the size for lock-free readers), else
+       PyList_Append, which grows it. */
+    static CYTHON_INLINE int ppp_list_push(PyObject *list, PyObject *item) {
+        PyListObject *l = (PyListObject *)list;
+        Py_ssize_t n = PyList_GET_SIZE(list);
+        if (l->allocated > n) {
+            Py_INCREF(item);
+    #ifdef Py_GIL_DISABLED
+            _Py_atomic_store_ptr_release(&l->ob_item[n], item);
+    #else
+            l->ob_item[n] = item;
     #endif
+            Py_SET_SIZE(list, n + 1);
+            return 0;
+        }
+        return PyList_Append(list, item);
     }
     """
     ctypedef struct ppp_lock_t:
@@ -106,6 +123,7 @@ cdef extern from *:
     void ppp_lock_release(ppp_lock_t *l)
     int ppp_lock_held_here(ppp_lock_t *l)
     object ppp_list_pop(list lst)
+    int ppp_list_push(list lst, object item) except -1
 
 cdef extern from *:
     """
@@ -510,7 +528,7 @@ cdef class _Core:
             slot.holder = None
             slot.stack = None
             slot.state = S_IDLE
-            self._avail.append(slot)
+            ppp_list_push(self._avail, slot)
             self._unlk()
             if self._deferred:
                 self._drain_deferred()
@@ -562,11 +580,11 @@ cdef class _Core:
                 return 0
             self._nfreed += 1
             slot.state = S_IDLE
-            self._avail.append(slot)
+            ppp_list_push(self._avail, slot)
             self._rewake()
         else:
             slot.state = S_IDLE
-            self._avail.append(slot)
+            ppp_list_push(self._avail, slot)
         return 0
 
     cdef inline _Slot _take_idle(self, double last_get):

@@ -232,14 +232,21 @@ def _close_all_idle(pools: list[PoolBase]) -> None:
 @atexit.register
 def _close_at_exit() -> None:
     """Close every live pool's idle objects at exit, in a thread of its own so that a
-    closer (or a lock) that hangs cannot hold the exit up longer than the bound."""
+    closer (or a lock) that hangs cannot hold the exit up longer than the bound
+    (where the interpreter allows a thread then: not on CPython 3.12)."""
     pools = list(_live)
     if not pools:
         return
     closer = threading.Thread(
         target=_close_all_idle, args=(pools,), name="ppp-exit-close", daemon=True
     )
-    closer.start()
+    try:
+        closer.start()
+    except RuntimeError:
+        # CPython 3.12 refuses new threads once finalization has begun, atexit
+        # callbacks included: close here, without the bound
+        _close_all_idle(pools)
+        return
     closer.join(EXIT_CLOSE_BOUND)
 
 

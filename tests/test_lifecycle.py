@@ -120,6 +120,31 @@ def test_pool_alive_at_exit_closes_idle_objects(backend: ModuleType, tmp_path: A
     assert not problems, f"{len(problems)} of 20 runs:\n" + "\n".join(problems)
 
 
+def test_exit_close_where_no_thread_may_start(Pool: Any, monkeypatch: Any) -> None:
+    """CPython 3.12 refuses new threads at exit (RuntimeError from Thread.start in
+    an atexit callback): the exit hook then closes the idle objects itself."""
+    import ppp._common as common
+
+    closed: list[Any] = []
+    pool = Pool(fun=lambda n: Res(n), max_size=3, closer=closed.append)
+    held = pool.get()
+    idle = [pool.get(), pool.get()]
+    for obj in idle:
+        pool.ret(obj)
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "ppp-exit-close":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(common, "_live", weakref.WeakSet([pool]))
+    common._close_at_exit()
+    assert sorted(o.n for o in closed) == sorted(o.n for o in idle)
+    assert held not in closed
+
+
 # ------------------------------------------------------------------ copies
 
 

@@ -6,12 +6,13 @@ both must behave identically.  The cold parts (setting, scopes, pooling) live
 in ``ppp.proxy`` and are shared.
 
 ``tp_getattro`` asks one question -- is the name one of the proxy's own few
-names? (a bitmap of their first characters answers most names; a frozenset
-the rest) -- and otherwise reads the wrapped object straight from a C field
-(shared object) or from the scope's local (attribute ``o``), never trying the
-proxy's own attributes first.  The binding (mode and target) is read and
-written in a critical section: a per-object lock on free-threaded Python,
-nothing on GIL builds.
+names? (on GIL builds a table of eight names last found not own, compared by
+identity, answers first; then a bitmap of the own names' first characters
+answers most names; a frozenset the rest) -- and otherwise reads the wrapped
+object straight from a C field (shared object) or from the scope's local
+(attribute ``o``), never trying the proxy's own attributes first.  The
+binding (mode and target) is read and written in a critical section: a
+per-object lock on free-threaded Python, nothing on GIL builds.
 
 Per-thread reads skip ``threading.local``'s attribute lookup: the proxy keeps
 the last reader's thread dict and the local's dict for that thread, checked on
@@ -25,7 +26,7 @@ asyncio loop, and not inside a greenlet (checked only when greenlet is imported)
 
 cimport cython
 from cpython.object cimport PyObject_GenericGetAttr
-from cpython.ref cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 from cpython.weakref cimport PyWeakref_NewRef
 
@@ -72,6 +73,9 @@ cdef enum:
     M_UNSET = 0
     M_SHARED = 1
     M_LOCAL = 2
+
+cdef enum:
+    N_SEEN = 8  # entries of the table of names found not own (a power of two)
 
 cdef enum:
     K_OTHER = 0  # any local: ``getattr(local, "o")``
@@ -129,9 +133,16 @@ cdef class ProxyBase:
     cdef PyObject *_c_tdict  # the thread-state dict of the cached thread (identity only)
     cdef PyObject *_c_ldict  # that thread's dict of _tl (alive while the marker is)
     cdef object _c_wr
+    # GIL builds: names found not own, by address (strong references: an
+    # address is not reused while its entry holds it); only exact str, whose
+    # verdict cannot change as _own is fixed
+    cdef PyObject *_seen[N_SEEN]
 
     def __cinit__(self, *args, **kwargs):
         cdef unsigned int c
+        cdef int i
+        for i in range(N_SEEN):
+            self._seen[i] = NULL
         self._own = frozenset(getattr(type(self), "_ppp_own", _BASE_OWN))
         self._first[0] = self._first[1] = 0
         for name in self._own:
@@ -146,6 +157,12 @@ cdef class ProxyBase:
         self._c_tdict = NULL
         self._c_ldict = NULL
         self._c_wr = None
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(N_SEEN):
+            Py_XDECREF(self._seen[i])
+            self._seen[i] = NULL
 
     def _ppp_bind(self, int mode, value):
         """Point the proxy at nothing, one shared object, or a scope local."""
@@ -240,6 +257,13 @@ cdef class ProxyBase:
     # ------------------------------------------------------ attributes
 
     def __getattribute__(self, name):
+        # a shared object's read of a name in the table: the shortest path (GIL builds)
+        if (
+            PPP_GIL
+            and self._mode == M_SHARED
+            and self._seen[(<size_t><PyObject *>name >> 4) & (N_SEEN - 1)] == <PyObject *>name
+        ):
+            return getattr(self._target, name)
         if _is_own(self, name):
             return PyObject_GenericGetAttr(self, name)
         if PPP_GIL and self._mode == M_SHARED:  # the GIL makes the critical section moot
@@ -556,8 +580,27 @@ cdef class ProxyBase:
 cdef inline bint _is_own(ProxyBase self, object name) except -1:
     """Whether ``name`` is one of the proxy's own names (never forwarded)."""
     cdef unsigned int c
+    cdef PyObject **seen = NULL
+    if PPP_GIL:  # one table written by every thread would be contended without the GIL
+        seen = &self._seen[(<size_t><PyObject *>name >> 4) & (N_SEEN - 1)]
+        if seen[0] == <PyObject *>name:
+            return False
     if isinstance(name, str) and PyUnicode_GET_LENGTH(name):
         c = PyUnicode_READ_CHAR(name, 0)
         if c < 128 and not (self._first[c >> 6] >> (c & 63)) & 1:
+            _seen_put(seen, name)
             return False
-    return name in self._own
+    if name in self._own:
+        return True
+    _seen_put(seen, name)
+    return False
+
+
+cdef inline void _seen_put(PyObject **seen, object name) noexcept:
+    """Remember ``name`` as not own in table entry ``seen`` (GIL builds, exact str only)."""
+    cdef PyObject *old
+    if PPP_GIL and type(name) is str:
+        old = seen[0]
+        Py_INCREF(name)
+        seen[0] = <PyObject *>name
+        Py_XDECREF(old)  # a str: its release runs no Python code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import threading
 from types import ModuleType
 from typing import Any
@@ -173,3 +174,39 @@ def test_own_names_and_odd_names(Proxy: Any) -> None:
         type(p).__getattribute__(p, 1)  # type: ignore[call-arg]
     p.sélection = 3
     assert p._get_obj().sélection == 3
+
+
+def test_names_read_often_and_many_names(Proxy: Any) -> None:
+    """The compiled twin remembers names it found not own (a table of eight, by
+    identity): reading the same names again, many names built at run time, a str
+    subclass and a subclass's own names all keep their verdict, and the table
+    lets its names go with the proxy."""
+
+    class Sub(Proxy):  # type: ignore[misc,valid-type]
+        __slots__ = ()
+
+        def helper(self) -> str:
+            return "own"
+
+    obj = Conn(5)
+    p = Sub(obj=obj)
+    names = ["".join(("attr", str(i))) for i in range(64)]  # built, not interned
+    for name in names:
+        setattr(obj, name, name.upper())
+    for _ in range(3):
+        assert p.n == 5
+        assert p.helper() == "own"
+        assert callable(p._get_obj) and p._get_obj() is obj
+        for name in names:
+            assert getattr(p, name) == name.upper()
+            assert p.helper() == "own"
+        assert getattr(p, type("S", (str,), {})("status")) == "ok"
+    with pytest.raises(AttributeError, match="nope"):
+        p.nope  # noqa: B018
+    name = "".join(("attr", "x"))
+    obj.attrx = 1
+    assert getattr(obj, name) == 1  # CPython's type attribute cache may keep one reference
+    before = sys.getrefcount(name)
+    assert getattr(p, name) == 1
+    del p
+    assert sys.getrefcount(name) <= before

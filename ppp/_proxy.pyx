@@ -52,9 +52,10 @@ cdef extern from *:
         return PyWeakref_GET_OBJECT(wr) != Py_None;
     #endif
     }
-    /* PyDict_GetItem without its saving and restoring of the error indicator on
-       3.11 and earlier (about 1 ns): a borrowed reference, or NULL when missing;
-       an error raised by the lookup is dropped, as PyDict_GetItem does. */
+    /* PyDict_GetItem without its saving and restoring of the error indicator
+       (about 4 ns of a per-thread read on 3.11), for callers with no error set:
+       a borrowed reference, or NULL when missing; an error raised by the lookup
+       is dropped, as PyDict_GetItem does. */
     static CYTHON_INLINE PyObject *ppp_dict_get(PyObject *d, PyObject *key) {
         PyObject *value = PyDict_GetItemWithError(d, key);
         if (value == NULL && PyErr_Occurred()) PyErr_Clear();

@@ -214,6 +214,7 @@ class Pool(PoolBase):
         self._gen = _fork_gen
         self._pid = os.getpid()
         self._forks = 0
+        self._plain = False  # set by PoolBase once the options are known
 
     def _new_state(self) -> None:
         self._slots: dict[int, Any] = {}
@@ -232,7 +233,16 @@ class Pool(PoolBase):
         self._hk_last = 0.0
         self._shutdown = False
         for name in self._COUNTERS:
-            setattr(self, name, 0)
+            if name != "_nusing":  # derived: see below
+                setattr(self, name, 0)
+        self._nended = 0  # uses ended without a counted return (taken back, retired)
+
+    @property
+    def _nusing(self) -> int:  # type: ignore[override]
+        """Objects in use, derived so that a checkout and a return each update one
+        counter less: every use counted in ``_nuses`` is in use, returned (counted in
+        ``_nreturns``) or ended otherwise (``_nended``)."""
+        return self._nuses - self._nreturns - self._nended
 
     # ------------------------------------------------------------ the lock
 
@@ -266,24 +276,38 @@ class Pool(PoolBase):
             timeout = check_timeout(timeout)
         if self._gen != _fork_gen:
             self._forked()
-        now = self._now() if self._timed else 0.0
+        lock = self._lock
         mine = ticket = None
         try:
-            with self._lock:
+            if self._plain:  # no time kept, no getter, no leak trace: less to do
+                lock.acquire()
                 avail = self._avail
                 if avail and not self._shutdown:
                     slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
-            if mine is None:
-                ticket = Waiter(False)
-                return self._get_slow(timeout, ticket)
-            if self._deferred:
-                self._drain_deferred()
-            if self._getter is None and not self._leak_trace:
-                return mine.obj
-            return self._after_get(mine)
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
+                lock.release()
+                if mine is not None:
+                    if self._deferred:
+                        self._drain_deferred()
+                    return mine.obj
+            else:
+                now = self._now() if self._timed else 0.0
+                lock.acquire()
+                avail = self._avail
+                if avail and not self._shutdown:
+                    slot = avail[-1]
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+                lock.release()
+                if mine is not None:
+                    if self._deferred:
+                        self._drain_deferred()
+                    if self._getter is None and not self._leak_trace:
+                        return mine.obj
+                    return self._after_get(mine)
+            ticket = Waiter(False)
+            return self._get_slow(timeout, ticket)
         except BaseException:
-            _unlock_if_held(self._lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             if mine is not None:
                 self._lk_unget(mine, mine.uses, self._now_safe())
             elif ticket is not None:
@@ -295,13 +319,14 @@ class Pool(PoolBase):
         (its class becomes ``_OpenLease`` in the same commit line); False if none."""
         lock = self._lock
         try:
-            with lock:
-                avail = self._avail
-                if avail and not self._shutdown:
-                    slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            lock.acquire()
+            avail = self._avail
+            if avail and not self._shutdown:
+                slot = avail[-1]
+                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            lock.release()
         except BaseException:
-            _unlock_if_held(lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             raise
         return lease._slot is not None
 
@@ -318,6 +343,42 @@ class Pool(PoolBase):
             return
         if self._gen != _fork_gen:
             self._forked()
+        if not self._plain:
+            self._ret_full(obj)
+            return
+        # a plain pool: no retter, no time kept, no max_use, no leak trace (see _ret_full)
+        slots = self._slots
+        key = id(obj)
+        slot: Any
+        uses = -1
+        try:
+            lock.acquire()
+            slot = slots.get(key); uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702  (interrupted at the get: nothing done)
+            if uses < 0:
+                self._nbad_returns += 1
+            elif not (self._waiters or self._shutdown):
+                self._nreturns += 1; slot.state = IDLE; self._avail += (slot,); uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
+            lock.release()
+            if uses == -2:
+                if self._deferred:
+                    self._drain_deferred()
+                return
+            if uses < 0:
+                self._warn_bad_return(obj)
+                return
+            code = self._lk_ret(slot, uses, self._now())
+            uses = -1  # done: nothing to undo
+        except BaseException:
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
+            if uses >= 0:  # interrupted before the object was back: retired
+                self._drop_interrupted(slot, USING, uses)
+            raise
+        self._after_ret(obj, code)
+
+    def _ret_full(self, obj: Any) -> None:
+        """``ret`` in a pool that is not plain: it runs the retter, records the time
+        of the return, retires worn-out and expired objects, clears the leak trace."""
+        lock = self._lock
         retter = self._retter
         try:
             now = self._now() if self._timed else 0.0
@@ -330,17 +391,18 @@ class Pool(PoolBase):
         uses = -1
         done = False
         try:
-            with lock:
-                slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
-                if uses < 0:
-                    self._nbad_returns += 1
-                elif retter is None and not (
-                    self._waiters
-                    or self._shutdown
-                    or (self._max_use and uses >= self._max_use)
-                    or (self._max_lifetime and now - slot.created >= self._max_lifetime)
-                ):
-                    self._nreturns += 1; self._nusing -= 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
+            lock.acquire()
+            slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
+            if uses < 0:
+                self._nbad_returns += 1
+            elif retter is None and not (
+                self._waiters
+                or self._shutdown
+                or (self._max_use and uses >= self._max_use)
+                or (self._max_lifetime and now - slot.created >= self._max_lifetime)
+            ):
+                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
+            lock.release()
             if done:
                 if self._deferred:
                     self._drain_deferred()
@@ -353,7 +415,7 @@ class Pool(PoolBase):
             code = self._lk_ret(slot, uses, self._now())
             uses = -1  # done: nothing to undo
         except BaseException:
-            _unlock_if_held(lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             # interrupted before the object was back: its state is unknown (the
             # retter may have run part-way), so it is retired; then re-raised
             if uses >= 0:
@@ -377,15 +439,15 @@ class Pool(PoolBase):
                 if now is not None and not self._handoff:  # it starves: hand-off mode
                     self._handoff = True
                     self._nhandoffs += 1
-                del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
+                del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nended += using - returned; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
                 if now is not None:
                     self._served(waiter, now)
                 self._rewake()  # the waiter may have been the one woken for an idle object
                 return
-            self._nfreed += 1; self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
+            self._nfreed += 1; self._nreturns += returned; self._nended += using - returned; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
             self._rewake()
         else:
-            self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
+            self._nreturns += returned; self._nended += using - returned; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
 
     def _starving(self, waiter: Any, now: float) -> bool:
         """Whether ``waiter`` waited long enough, or saw objects made idle often
@@ -432,7 +494,7 @@ class Pool(PoolBase):
         i = slot.pos
         if i >= len(reg) or reg[i] is not slot:  # a compaction was interrupted
             i = bisect_left(reg, slot.seq, key=_seq_of)
-        del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
+        del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nended += slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
         if self._reg_dead > _REG_SLACK and self._reg_dead > len(self._slots):
             self._compact_reg()
         self._free_capacity(now)
@@ -477,7 +539,8 @@ class Pool(PoolBase):
                 seen.add(id(slot))
                 idle.append(slot)
         self._avail[:] = idle
-        self._nusing = sum(1 for slot in slots.values() if slot.state == USING)
+        nusing = sum(1 for slot in slots.values() if slot.state == USING)
+        self._nended += self._nusing - nusing  # (_nreturns stays)
         queued = [waiter for waiter in self._waiters if waiter.queued]
         self._waiters.clear()
         self._waiters.extend(queued)
@@ -513,7 +576,7 @@ class Pool(PoolBase):
             slot.stack = None
             self._idle(slot, now, 1, 1)
             return GOT
-        self._nreturns += 1
+        self._nreturns += 1; self._nended -= 1  # noqa: E702  (_forget counts it in _nended)
         self._forget(slot, now)
         return GONE
 
@@ -529,7 +592,7 @@ class Pool(PoolBase):
         if avail:
             slot = avail[-1]
             t = now if self._timed else 0.0
-            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.slot = slot  # noqa: E501,E702
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = t; slot.warned = False; ticket.slot = slot  # noqa: E501,E702
             return GOT
         if not self._waiters and self._has_room():
             ticket.create = self._ncreating; self._ncreating += 1; self._npending += 1  # noqa: E702
@@ -557,7 +620,7 @@ class Pool(PoolBase):
         if avail:
             slot = avail[-1]
             t = now if self._timed else 0.0
-            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.queued = False; ticket.slot = slot  # noqa: E501,E702
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = t; slot.warned = False; ticket.queued = False; ticket.slot = slot  # noqa: E501,E702
             self._waiters.remove(ticket)
             self._served(ticket, now)
             return GOT
@@ -641,7 +704,7 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return GONE
         if checkout:
-            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
+            slot.state = USING; slot.uses = 1; self._nuses += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
             return GOT
         slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None  # noqa: E501,E702
         self._idle(slot, now, 0, 0)

@@ -202,6 +202,22 @@ class Pool(PoolBase):
     waiters first come first served, with bounded barging) and ``ret(obj)`` gives
     it back.  See the README for every parameter."""
 
+    # what the hot paths read, as slots: cheaper to read than the instance dict, and
+    # much cheaper on a free-threaded build (no specialised attribute reads in 3.13t)
+    __slots__ = (
+        "_avail",
+        "_deferred",
+        "_gen",
+        "_lock",
+        "_nbad_returns",
+        "_nended",
+        "_nreturns",
+        "_nuses",
+        "_plain",
+        "_shutdown",
+        "_slots",
+        "_waiters",
+    )
     _Slot = _Slot
     _Waiter = Waiter
     _backend = "python"
@@ -353,11 +369,13 @@ class Pool(PoolBase):
         uses = -1
         try:
             lock.acquire()
-            slot = slots.get(key); uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702  (interrupted at the get: nothing done)
+            # (not slots.get: on 3.13t it took the dict's lock, 10x slower, when the
+            # pool was made by another thread)
+            slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
             if uses < 0:
                 self._nbad_returns += 1
             elif not (self._waiters or self._shutdown):
-                self._nreturns += 1; slot.state = IDLE; self._avail += (slot,); uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
+                avail = self._avail; self._nreturns += 1; slot.state = IDLE; avail += (slot,); uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
             lock.release()
             if uses == -2:
                 if self._deferred:

@@ -208,6 +208,7 @@ class Pool(PoolBase):
         "_avail",
         "_deferred",
         "_gen",
+        "_hot",
         "_lock",
         "_nbad_returns",
         "_nended",
@@ -230,7 +231,12 @@ class Pool(PoolBase):
         self._gen = _fork_gen
         self._pid = os.getpid()
         self._forks = 0
-        self._plain = False  # set by PoolBase once the options are known
+        # ``_plain`` (set by PoolBase once the options are known): no time kept, no
+        # getter or retter, no max_use, no leak trace.  ``_hot`` is then ``_gen`` once
+        # a call has seen it, so that one test tells the hot paths that the pool is
+        # plain and has not forked since (else -1)
+        self._plain = False
+        self._hot = -1
 
     def _new_state(self) -> None:
         self._slots: dict[int, Any] = {}
@@ -290,12 +296,10 @@ class Pool(PoolBase):
         ``fun`` raises when creating."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._gen != _fork_gen:
-            self._forked()
-        lock = self._lock
-        mine = ticket = None
-        try:
-            if self._plain:  # no time kept, no getter, no leak trace: less to do
+        if self._hot == _fork_gen:  # a plain pool, not forked: less to do
+            lock = self._lock
+            mine = ticket = None
+            try:
                 lock.acquire()
                 avail = self._avail
                 if avail and not self._shutdown:
@@ -306,22 +310,37 @@ class Pool(PoolBase):
                     if self._deferred:
                         self._drain_deferred()
                     return mine.obj
-            else:
-                now = self._now() if self._timed else 0.0
-                lock.acquire()
-                avail = self._avail
-                if avail and not self._shutdown:
-                    slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
-                lock.release()
+                ticket = Waiter(False)
+                return self._get_slow(timeout, ticket)
+            except BaseException:
+                _unlock_if_held(lock)  # raised with the lock held: before or after the commit
                 if mine is not None:
-                    if self._deferred:
-                        self._drain_deferred()
-                    if self._getter is None and not self._leak_trace:
-                        return mine.obj
-                    return self._after_get(mine)
-            ticket = Waiter(False)
-            return self._get_slow(timeout, ticket)
+                    self._lk_unget(mine, mine.uses, self._now_safe())
+                elif ticket is not None:
+                    self._cancel(ticket)
+                raise
+        if self._gen != _fork_gen:
+            self._forked()
+        if self._plain:
+            self._hot = self._gen  # the next call takes the plain path
+        now = self._now() if self._timed else 0.0
+        lock = self._lock
+        mine = ticket = None
+        try:
+            lock.acquire()
+            avail = self._avail
+            if avail and not self._shutdown:
+                slot = avail[-1]
+                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+            lock.release()
+            if mine is None:
+                ticket = Waiter(False)
+                return self._get_slow(timeout, ticket)
+            if self._deferred:
+                self._drain_deferred()
+            if self._getter is None and not self._leak_trace:
+                return mine.obj
+            return self._after_get(mine)
         except BaseException:
             _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             if mine is not None:
@@ -357,12 +376,14 @@ class Pool(PoolBase):
             # give the object back once the lock is released
             self._deferred.append(obj)
             return
-        if self._gen != _fork_gen:
-            self._forked()
-        if not self._plain:
+        if self._hot != _fork_gen:
+            if self._gen != _fork_gen:
+                self._forked()
+            if self._plain:
+                self._hot = self._gen  # the next call takes the plain path
             self._ret_full(obj)
             return
-        # a plain pool: no retter, no time kept, no max_use, no leak trace (see _ret_full)
+        # a plain pool, not forked: no retter, no time kept, no max_use, no leak trace
         slots = self._slots
         key = id(obj)
         slot: Any

@@ -11,7 +11,14 @@ lock; here it is built by hand):
 - every locked region is a ``with self._lock:`` block: entering it runs no
   bytecode between the acquire and the protected body, so an interrupt cannot
   leave the lock held; no ``try:`` inside one (CPython 3.11 leaves the ``try``
-  line's own instruction outside every handler);
+  line's own instruction outside every handler).  The hot paths (``get``,
+  ``ret``, ``_lease_take``) call ``lock.acquire()`` and ``lock.release()``
+  instead (a ``with`` on an RLock costs about twice as much on 3.11: it binds
+  ``__enter__`` and ``__exit__`` and calls them through tuples): the acquire is
+  the first statement of a ``try`` whose handler releases the lock if this
+  thread holds it (``_unlock_if_held``), so an interrupt anywhere from the
+  acquire's return to the release leaves the lock free; their locked regions
+  change nothing but one commit line, so there is nothing to repair;
 - an interrupt inside a ``_lk_*`` region makes ``_repair`` rebuild what derives
   from the slots' states (the idle stack, the in-use count, grants owed to
   waiters) before the lock is released and the interrupt re-raised;
@@ -165,7 +172,8 @@ def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> 
 
 def _unlock_if_held(lock: Any) -> None:
     """After an exception left a ``with lock:`` block: release the lock if that
-    exception came from the release itself.  A tracer (the exit's line event of a
+    exception came from the release itself (or, on the hot paths, from anywhere
+    between ``lock.acquire()`` and ``lock.release()``).  A tracer (the exit's line event of a
     multi-line block) or a profiler (the C call of ``__exit__``) can raise just
     before the release; the block's body had finished, so the state is whole.
     Never reached with the lock legitimately held: it is never taken twice."""

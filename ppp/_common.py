@@ -654,6 +654,9 @@ class PoolBase:
         self._after_fork = after_fork
         self._handoff_after = handoff_after
         self._timed = bool(max_avail_delay or self._max_using_delay_warn or max_lifetime)
+        # the pure twin's hot path skips what only these options need
+        self._plain = not (self._timed or leak_trace or max_use)
+        self._plain = self._plain and getter is None and retter is None
         self._delay = derive_delay(
             delay, max_avail_delay, max_using_delay, max_using_delay_kill, max_lifetime, health
         )

@@ -11,7 +11,14 @@ lock; here it is built by hand):
 - every locked region is a ``with self._lock:`` block: entering it runs no
   bytecode between the acquire and the protected body, so an interrupt cannot
   leave the lock held; no ``try:`` inside one (CPython 3.11 leaves the ``try``
-  line's own instruction outside every handler);
+  line's own instruction outside every handler).  The hot paths (``get``,
+  ``ret``, ``_lease_take``) call ``lock.acquire()`` and ``lock.release()``
+  instead (a ``with`` on an RLock costs about twice as much on 3.11: it binds
+  ``__enter__`` and ``__exit__`` and calls them through tuples): the acquire is
+  the first statement of a ``try`` whose handler releases the lock if this
+  thread holds it (``_unlock_if_held``), so an interrupt anywhere from the
+  acquire's return to the release leaves the lock free; their locked regions
+  change nothing but one commit line, so there is nothing to repair;
 - an interrupt inside a ``_lk_*`` region makes ``_repair`` rebuild what derives
   from the slots' states (the idle stack, the in-use count, grants owed to
   waiters) before the lock is released and the interrupt re-raised;
@@ -165,7 +172,8 @@ def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> 
 
 def _unlock_if_held(lock: Any) -> None:
     """After an exception left a ``with lock:`` block: release the lock if that
-    exception came from the release itself.  A tracer (the exit's line event of a
+    exception came from the release itself (or, on the hot paths, from anywhere
+    between ``lock.acquire()`` and ``lock.release()``).  A tracer (the exit's line event of a
     multi-line block) or a profiler (the C call of ``__exit__``) can raise just
     before the release; the block's body had finished, so the state is whole.
     Never reached with the lock legitimately held: it is never taken twice."""
@@ -202,6 +210,23 @@ class Pool(PoolBase):
     waiters first come first served, with bounded barging) and ``ret(obj)`` gives
     it back.  See the README for every parameter."""
 
+    # what the hot paths read, as slots: cheaper to read than the instance dict, and
+    # much cheaper on a free-threaded build (no specialised attribute reads in 3.13t)
+    __slots__ = (
+        "_avail",
+        "_deferred",
+        "_gen",
+        "_hot",
+        "_lock",
+        "_nbad_returns",
+        "_nended",
+        "_nreturns",
+        "_nuses",
+        "_plain",
+        "_shutdown",
+        "_slots",
+        "_waiters",
+    )
     _Slot = _Slot
     _Waiter = Waiter
     _backend = "python"
@@ -214,6 +239,12 @@ class Pool(PoolBase):
         self._gen = _fork_gen
         self._pid = os.getpid()
         self._forks = 0
+        # ``_plain`` (set by PoolBase once the options are known): no time kept, no
+        # getter or retter, no max_use, no leak trace.  ``_hot`` is then ``_gen`` once
+        # a call has seen it, so that one test tells the hot paths that the pool is
+        # plain and has not forked since (else -1)
+        self._plain = False
+        self._hot = -1
 
     def _new_state(self) -> None:
         self._slots: dict[int, Any] = {}
@@ -232,7 +263,16 @@ class Pool(PoolBase):
         self._hk_last = 0.0
         self._shutdown = False
         for name in self._COUNTERS:
-            setattr(self, name, 0)
+            if name != "_nusing":  # derived: see below
+                setattr(self, name, 0)
+        self._nended = 0  # uses ended without a counted return (taken back, retired)
+
+    @property
+    def _nusing(self) -> int:  # type: ignore[override]
+        """Objects in use, derived so that a checkout and a return each update one
+        counter less: every use counted in ``_nuses`` is in use, returned (counted in
+        ``_nreturns``) or ended otherwise (``_nended``)."""
+        return self._nuses - self._nreturns - self._nended
 
     # ------------------------------------------------------------ the lock
 
@@ -264,16 +304,43 @@ class Pool(PoolBase):
         ``fun`` raises when creating."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._gen != _fork_gen:
-            self._forked()
-        now = self._now() if self._timed else 0.0
-        mine = ticket = None
-        try:
-            with self._lock:
+        if self._hot == _fork_gen:  # a plain pool, not forked: less to do
+            lock = self._lock
+            mine = ticket = None
+            try:
+                lock.acquire()
                 avail = self._avail
                 if avail and not self._shutdown:
                     slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
+                lock.release()
+                if mine is not None:
+                    if self._deferred:
+                        self._drain_deferred()
+                    return mine.obj
+                ticket = Waiter(False)
+                return self._get_slow(timeout, ticket)
+            except BaseException:
+                _unlock_if_held(lock)  # raised with the lock held: before or after the commit
+                if mine is not None:
+                    self._lk_unget(mine, mine.uses, self._now_safe())
+                elif ticket is not None:
+                    self._cancel(ticket)
+                raise
+        if self._gen != _fork_gen:
+            self._forked()
+        if self._plain:
+            self._hot = self._gen  # the next call takes the plain path
+        now = self._now() if self._timed else 0.0
+        lock = self._lock
+        mine = ticket = None
+        try:
+            lock.acquire()
+            avail = self._avail
+            if avail and not self._shutdown:
+                slot = avail[-1]
+                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+            lock.release()
             if mine is None:
                 ticket = Waiter(False)
                 return self._get_slow(timeout, ticket)
@@ -283,7 +350,7 @@ class Pool(PoolBase):
                 return mine.obj
             return self._after_get(mine)
         except BaseException:
-            _unlock_if_held(self._lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             if mine is not None:
                 self._lk_unget(mine, mine.uses, self._now_safe())
             elif ticket is not None:
@@ -295,13 +362,14 @@ class Pool(PoolBase):
         (its class becomes ``_OpenLease`` in the same commit line); False if none."""
         lock = self._lock
         try:
-            with lock:
-                avail = self._avail
-                if avail and not self._shutdown:
-                    slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            lock.acquire()
+            avail = self._avail
+            if avail and not self._shutdown:
+                slot = avail[-1]
+                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            lock.release()
         except BaseException:
-            _unlock_if_held(lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             raise
         return lease._slot is not None
 
@@ -316,8 +384,48 @@ class Pool(PoolBase):
             # give the object back once the lock is released
             self._deferred.append(obj)
             return
-        if self._gen != _fork_gen:
-            self._forked()
+        if self._hot != _fork_gen:
+            if self._gen != _fork_gen:
+                self._forked()
+            if self._plain:
+                self._hot = self._gen  # the next call takes the plain path
+            self._ret_full(obj)
+            return
+        # a plain pool, not forked: no retter, no time kept, no max_use, no leak trace
+        slots = self._slots
+        key = id(obj)
+        slot: Any
+        uses = -1
+        try:
+            lock.acquire()
+            # (not slots.get: on 3.13t it took the dict's lock, 10x slower, when the
+            # pool was made by another thread)
+            slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
+            if uses < 0:
+                self._nbad_returns += 1
+            elif not (self._waiters or self._shutdown):
+                avail = self._avail; self._nreturns += 1; slot.state = IDLE; avail += (slot,); uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
+            lock.release()
+            if uses == -2:
+                if self._deferred:
+                    self._drain_deferred()
+                return
+            if uses < 0:
+                self._warn_bad_return(obj)
+                return
+            code = self._lk_ret(slot, uses, self._now())
+            uses = -1  # done: nothing to undo
+        except BaseException:
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
+            if uses >= 0:  # interrupted before the object was back: retired
+                self._drop_interrupted(slot, USING, uses)
+            raise
+        self._after_ret(obj, code)
+
+    def _ret_full(self, obj: Any) -> None:
+        """``ret`` in a pool that is not plain: it runs the retter, records the time
+        of the return, retires worn-out and expired objects, clears the leak trace."""
+        lock = self._lock
         retter = self._retter
         try:
             now = self._now() if self._timed else 0.0
@@ -330,17 +438,18 @@ class Pool(PoolBase):
         uses = -1
         done = False
         try:
-            with lock:
-                slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
-                if uses < 0:
-                    self._nbad_returns += 1
-                elif retter is None and not (
-                    self._waiters
-                    or self._shutdown
-                    or (self._max_use and uses >= self._max_use)
-                    or (self._max_lifetime and now - slot.created >= self._max_lifetime)
-                ):
-                    self._nreturns += 1; self._nusing -= 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
+            lock.acquire()
+            slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
+            if uses < 0:
+                self._nbad_returns += 1
+            elif retter is None and not (
+                self._waiters
+                or self._shutdown
+                or (self._max_use and uses >= self._max_use)
+                or (self._max_lifetime and now - slot.created >= self._max_lifetime)
+            ):
+                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
+            lock.release()
             if done:
                 if self._deferred:
                     self._drain_deferred()
@@ -353,7 +462,7 @@ class Pool(PoolBase):
             code = self._lk_ret(slot, uses, self._now())
             uses = -1  # done: nothing to undo
         except BaseException:
-            _unlock_if_held(lock)  # raised at the release: the body was done
+            _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
             # interrupted before the object was back: its state is unknown (the
             # retter may have run part-way), so it is retired; then re-raised
             if uses >= 0:
@@ -377,15 +486,15 @@ class Pool(PoolBase):
                 if now is not None and not self._handoff:  # it starves: hand-off mode
                     self._handoff = True
                     self._nhandoffs += 1
-                del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nusing -= using; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
+                del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nended += using - returned; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
                 if now is not None:
                     self._served(waiter, now)
                 self._rewake()  # the waiter may have been the one woken for an idle object
                 return
-            self._nfreed += 1; self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
+            self._nfreed += 1; self._nreturns += returned; self._nended += using - returned; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
             self._rewake()
         else:
-            self._nreturns += returned; self._nusing -= using; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
+            self._nreturns += returned; self._nended += using - returned; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
 
     def _starving(self, waiter: Any, now: float) -> bool:
         """Whether ``waiter`` waited long enough, or saw objects made idle often
@@ -432,7 +541,7 @@ class Pool(PoolBase):
         i = slot.pos
         if i >= len(reg) or reg[i] is not slot:  # a compaction was interrupted
             i = bisect_left(reg, slot.seq, key=_seq_of)
-        del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nusing -= slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
+        del self._slots[key]; self._reg[i] = slot.seq; self._reg_dead += 1; self._nended += slot.state == USING; slot.state = -1; self._ndestroys += 1; self._closing += (slot.obj,)  # noqa: E501,E702
         if self._reg_dead > _REG_SLACK and self._reg_dead > len(self._slots):
             self._compact_reg()
         self._free_capacity(now)
@@ -477,7 +586,8 @@ class Pool(PoolBase):
                 seen.add(id(slot))
                 idle.append(slot)
         self._avail[:] = idle
-        self._nusing = sum(1 for slot in slots.values() if slot.state == USING)
+        nusing = sum(1 for slot in slots.values() if slot.state == USING)
+        self._nended += self._nusing - nusing  # (_nreturns stays)
         queued = [waiter for waiter in self._waiters if waiter.queued]
         self._waiters.clear()
         self._waiters.extend(queued)
@@ -513,7 +623,7 @@ class Pool(PoolBase):
             slot.stack = None
             self._idle(slot, now, 1, 1)
             return GOT
-        self._nreturns += 1
+        self._nreturns += 1; self._nended -= 1  # noqa: E702  (_forget counts it in _nended)
         self._forget(slot, now)
         return GONE
 
@@ -529,7 +639,7 @@ class Pool(PoolBase):
         if avail:
             slot = avail[-1]
             t = now if self._timed else 0.0
-            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.slot = slot  # noqa: E501,E702
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = t; slot.warned = False; ticket.slot = slot  # noqa: E501,E702
             return GOT
         if not self._waiters and self._has_room():
             ticket.create = self._ncreating; self._ncreating += 1; self._npending += 1  # noqa: E702
@@ -557,7 +667,7 @@ class Pool(PoolBase):
         if avail:
             slot = avail[-1]
             t = now if self._timed else 0.0
-            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; self._nusing += 1; slot.last_get = t; slot.warned = False; ticket.queued = False; ticket.slot = slot  # noqa: E501,E702
+            del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = t; slot.warned = False; ticket.queued = False; ticket.slot = slot  # noqa: E501,E702
             self._waiters.remove(ticket)
             self._served(ticket, now)
             return GOT
@@ -641,7 +751,7 @@ class Pool(PoolBase):
             self._free_capacity(now)
             return GONE
         if checkout:
-            slot.state = USING; slot.uses = 1; self._nuses += 1; self._nusing += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
+            slot.state = USING; slot.uses = 1; self._nuses += 1; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None; ticket.slot = slot  # noqa: E501,E702
             return GOT
         slot.state = IDLE; self._slots[key] = slot; self._npending -= 1; self._ncreated += 1; slot.seq = self._ncreated; slot.pos = pos; self._reg += (slot,); ticket.create = -1; ticket.obj = None  # noqa: E501,E702
         self._idle(slot, now, 0, 0)

@@ -296,7 +296,7 @@ class Pool(PoolBase):
 
     # ------------------------------------------------------------ hot path
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, /, timeout: float | None = None) -> Any:
         """Get an object: the last one returned if any is idle, else a new one, else wait.
 
         ``timeout`` (seconds) defaults to the pool's; ``0`` does not wait.  Raises
@@ -373,7 +373,7 @@ class Pool(PoolBase):
             raise
         return lease._slot is not None
 
-    def ret(self, obj: Any) -> None:
+    def ret(self, /, obj: Any) -> None:
         """Give back an object obtained from ``get``.
 
         A second return, or the return of an object the pool does not hold in

@@ -214,6 +214,59 @@ def _keep_forever(objs: list[Any]) -> None:
         _ctypes.pythonapi.Py_IncRef(_ctypes.py_object(_inherited))
 
 
+# Free-threaded CPython: every object has a lock of its own (``ob_mutex``), taken by
+# the interpreter's critical sections (``dict.get``, a ``__slots__`` attribute
+# store, a list's append...).  When such a lock is released while a thread has
+# waited on it over 1 ms, CPython hands it to that thread, still locked; a fork
+# before that thread runs leaves it locked in the child, where no thread will ever
+# release it (seen on 3.13.15t: a child's first use of a pool hung in its reset,
+# storing an attribute of the pool or iterating its dict).  A pool's reset in the
+# child first releases such locks on the pool's own objects: in the child only
+# the forking thread exists, and it is inside none of their critical sections.
+_OB_MUTEX_OFFSET = 10  # offsetof(PyObject, ob_mutex): after ob_tid (8 bytes) and 2 of padding
+
+
+def _find_mutex_unlock() -> Callable[[int], None] | None:
+    """``PyMutex_Unlock`` for an object's ``ob_mutex`` address, checked once on a
+    new object (lock, see the lock bit, unlock); None on a GIL build, or if the
+    layout is not the one expected."""
+    if not getattr(sys, "_is_gil_enabled", None) or _ctypes is None:
+        return None
+    import sysconfig
+
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    try:
+        lock, unlock = _ctypes.pythonapi.PyMutex_Lock, _ctypes.pythonapi.PyMutex_Unlock
+        lock.argtypes = unlock.argtypes = [_ctypes.c_void_p]
+        lock.restype = unlock.restype = None
+        probe = object()
+        bits = _ctypes.c_uint8.from_address(id(probe) + _OB_MUTEX_OFFSET)
+        if bits.value != 0:
+            return None
+        lock(id(probe) + _OB_MUTEX_OFFSET)
+        held = bits.value & 1
+        unlock(id(probe) + _OB_MUTEX_OFFSET)
+        return unlock if held and bits.value == 0 else None
+    except (AttributeError, OSError):  # pragma: no cover - not exported
+        return None
+
+
+_mutex_unlock = _find_mutex_unlock()
+
+
+def _unstick_after_fork(*objs: Any) -> None:
+    """In a forked child: release the object locks that the fork left held (see
+    above) on ``objs``; nothing on a GIL build."""
+    if _mutex_unlock is None or _ctypes is None:
+        return
+    for obj in objs:
+        if obj is not None:
+            address = id(obj) + _OB_MUTEX_OFFSET
+            if _ctypes.c_uint8.from_address(address).value & 1:
+                _mutex_unlock(address)
+
+
 # Every pool alive, for closing idle objects at interpreter exit.
 _live: weakref.WeakSet[PoolBase] = weakref.WeakSet()
 

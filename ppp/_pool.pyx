@@ -232,6 +232,7 @@ from ._common import (
     USING,
     WAIT_SAMPLES,
     PoolBase,
+    _unstick_after_fork,
     check_timeout,
 )
 
@@ -1243,6 +1244,10 @@ cdef class _Core:
         with _reset_lock:
             if self._gen == _fork_gen:
                 return None
+            _unstick_after_fork(
+                self, getattr(self, "__dict__", None), self._slots, self._avail,
+                self._deferred, self._closing, self._reg, self._waiters,
+            )
             inherited = [(<_Slot>s).obj for s in self._slots.values()]
             inherited.extend(self._deferred)
             inherited.extend(self._closing)

@@ -64,6 +64,7 @@ from ._common import (
     WAIT_SAMPLES,
     PoolBase,
     _OpenLease,
+    _unstick_after_fork,
     check_timeout,
 )
 
@@ -981,6 +982,7 @@ class Pool(PoolBase):
         with _reset_lock:
             if self._gen == _fork_gen:
                 return None
+            _unstick_after_fork(self, getattr(self, "__dict__", None), self._slots, self._avail, self._deferred, self._closing, self._reg, self._waiters)  # noqa: E501
             inherited = [slot.obj for slot in self._slots.values()]
             inherited.extend(self._deferred)
             inherited.extend(self._closing)

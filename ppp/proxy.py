@@ -584,7 +584,10 @@ class _ProxyCold:
                 # the slot and its use count, for a return interrupted before the
                 # compiled ret runs (a profiler's c_call event); only this thread
                 # holds the object, so they cannot change meanwhile
-                slot = pool._slots.get(id(holder.obj))
+                # (``in`` and a subscript: on the free-threaded build dict.get takes the
+                # dict's lock, which a fork can leave held in the child for good)
+                slots, key = pool._slots, id(holder.obj)
+                slot = slots[key] if key in slots else None  # noqa: SIM401
                 if slot is not None:
                     holder.uses = slot.uses; holder.slot = slot  # noqa: E702 # fmt: skip
             else:

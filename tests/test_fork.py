@@ -30,6 +30,7 @@ import os
 import random
 import sqlite3
 import sys
+import sysconfig
 import threading
 import time
 import uuid
@@ -1436,3 +1437,44 @@ def test_postgresql_after_fork_gets_each_inherited_connection(
     assert after == []
     assert pg.backend(a) > 0 and pg.backend(b) > 0  # both still work
     pool.ret(a)
+
+
+# ------------------------------------------------- object locks (free-threaded)
+
+
+@pytest.mark.skipif(
+    not sysconfig.get_config_var("Py_GIL_DISABLED"),
+    reason="per-object locks exist on the free-threaded build only",
+)
+def test_child_reset_releases_object_locks_left_held(Pool: Any) -> None:
+    """Free-threaded CPython hands a contended object lock (a critical section's) to
+    a waiting thread still locked; a fork before that thread runs leaves it locked
+    in the child.  Here the pool's own object locks are held across the fork (as if
+    so handed): the child's first get and ret do not hang, and give a new object."""
+    import ctypes
+
+    lock, unlock = ctypes.pythonapi.PyMutex_Lock, ctypes.pythonapi.PyMutex_Unlock
+    lock.argtypes = unlock.argtypes = [ctypes.c_void_p]
+    pool = Pool(fun=Obj, max_size=2)
+    obj = pool.get()
+    pool.ret(obj)
+    held = [pool, getattr(pool, "__dict__", None), pool._slots, pool._avail, pool._reg]
+    addresses = [id(o) + 10 for o in held if o is not None]  # offsetof(PyObject, ob_mutex)
+    for address in addresses:
+        lock(address)
+
+    def child(link: Link) -> Any:
+        mine = pool.get()
+        pool.ret(mine)
+        return [mine.pid == os.getpid(), mine.n]
+
+    try:
+        result = forkkit.run(child, timeout=10.0)
+    finally:
+        for address in addresses:
+            unlock(address)
+    assert result == [True, 0]
+    pool.ret(pool.get())  # the parent's pool still works
+    check = pool.get()
+    assert check is obj
+    pool.ret(check)

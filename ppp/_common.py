@@ -558,7 +558,7 @@ class PoolBase:
     _avail: list[Any]
     _waiters: deque[Any]
     _deferred: list[Any]
-    _closing: list[Any]
+    _closing: deque[Any]
     _pid: int
     _forks: int
 

@@ -342,8 +342,8 @@ cdef class _Core:
     cdef ppp_lock_t _lock
     cdef ppp_table _index
     cdef public dict _slots
-    cdef public list _avail, _deferred, _closing, _wait_samples, _reg
-    cdef public object _waiters
+    cdef public list _avail, _deferred, _wait_samples, _reg
+    cdef public object _waiters, _closing  # deques
     cdef public Py_ssize_t _nusing, _npending, _ncreating, _ncreated, _nuses, _nreturns
     cdef public Py_ssize_t _nbad_returns, _nborrows, _nkilled, _nrecycled, _nwornout
     cdef public Py_ssize_t _nexpired, _ndiscarded, _ndestroys, _nhealth, _bad_health
@@ -382,7 +382,7 @@ cdef class _Core:
         self._avail = []
         self._waiters = deque()
         self._deferred = []
-        self._closing = []
+        self._closing = deque()  # FIFO: a shutdown queues every idle object
         self._wait_samples = []
         self._wait_max = 0.0
         self._hk_time = 0.0
@@ -986,10 +986,10 @@ cdef class _Core:
             self._unlk()
 
     def _lk_put_closing(self, obj):
-        """Queue ``obj`` for its closer again (its closer never started)."""
+        """Queue ``obj`` for its closer again (its closer never started), last."""
         self._lk()
         try:
-            self._closing.insert(0, obj)
+            self._closing.append(obj)
         finally:
             self._unlk()
 
@@ -1003,7 +1003,7 @@ cdef class _Core:
         self._lk()
         try:
             if self._closing:
-                box.append(self._closing.pop(0))
+                box.append(self._closing.popleft())
         finally:
             self._unlk()
 

@@ -254,7 +254,7 @@ class Pool(PoolBase):
         self._avail: list[Any] = []
         self._waiters: deque[Any] = deque()
         self._deferred: list[Any] = []
-        self._closing: list[Any] = []
+        self._closing: deque[Any] = deque()  # FIFO: a shutdown queues every idle object
         self._wait_samples: list[float] = []
         self._wait_max = 0.0
         self._handoff = False  # hand-off mode: freed objects go to the oldest waiter
@@ -805,8 +805,8 @@ class Pool(PoolBase):
 
     @_locked
     def _lk_put_closing(self, obj: Any) -> None:
-        """Queue ``obj`` for its closer again (its closer never started)."""
-        self._closing[:0] = (obj,)
+        """Queue ``obj`` for its closer again (its closer never started), last."""
+        self._closing += (obj,)
 
     @_locked
     def _lk_bad_return(self) -> None:

@@ -819,6 +819,7 @@ class Model:
                     slot.warned = True
         if cfg.max_lifetime or cfg.max_avail_delay:
             keep = []
+            gone = []
             total = len(self.slots) + self.npending
             for n in self.avail:  # oldest idle first
                 slot = self.slots[n]
@@ -834,9 +835,13 @@ class Model:
                     keep.append(n)
                     continue
                 total -= 1
-                closing.append(n)
-                self.forget(slot)
+                gone.append(slot)
+            # off the idle stack first, then forgotten (as the twins do): the waiters
+            # that forget() wakes are counted against the objects that stay idle
             self.avail = keep
+            for slot in gone:
+                closing.append(slot.n)
+                self.forget(slot)
         self.close(closing)  # an interrupted closer ends the round here (raised)
         if "health" in self.hooks and self.c["hk_rounds"] % cfg.health_freq == 0:
             self.health_check()

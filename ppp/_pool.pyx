@@ -38,14 +38,22 @@ cdef extern from *:
     #define PPP_LOAD(p) (*(p))
     #endif
     /* ``owner`` is the holder's thread id (0 when free): ret() called by a
-       finalizer while its own thread holds the lock is deferred, not deadlocked. */
+       finalizer while its own thread holds the lock is deferred, not deadlocked.
+       Free-threaded build: the thread pointer (_Py_ThreadId, what CPython keys
+       object ownership on: one register read, where PyThread_get_thread_ident
+       is a call; unique among live threads, and only compared for equality). */
+    #ifdef Py_GIL_DISABLED
+    #define PPP_SELF() ((unsigned long)_Py_ThreadId())
+    #else
+    #define PPP_SELF() PyThread_get_thread_ident()
+    #endif
     #ifdef Py_GIL_DISABLED
     typedef struct { PyMutex m; unsigned long owner; } ppp_lock_t;
     static int ppp_lock_init(ppp_lock_t *l) { l->m = (PyMutex){0}; l->owner = 0; return 0; }
     static void ppp_lock_free(ppp_lock_t *l) { (void)l; }
     static CYTHON_INLINE void ppp_lock_acquire(ppp_lock_t *l) {
         PyMutex_Lock(&l->m);
-        PPP_STORE(&l->owner, PyThread_get_thread_ident());
+        PPP_STORE(&l->owner, PPP_SELF());
     }
     static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
         PPP_STORE(&l->owner, 0UL);
@@ -70,7 +78,7 @@ cdef extern from *:
             PyThread_acquire_lock(l->sem, WAIT_LOCK);
             Py_END_ALLOW_THREADS
         }
-        l->owner = PyThread_get_thread_ident();
+        l->owner = PPP_SELF();
     }
     static CYTHON_INLINE void ppp_lock_release(ppp_lock_t *l) {
         l->owner = 0UL;
@@ -79,7 +87,7 @@ cdef extern from *:
     #endif
     static CYTHON_INLINE int ppp_lock_held_here(ppp_lock_t *l) {
         unsigned long owner = PPP_LOAD(&l->owner);
-        return owner != 0 && owner == PyThread_get_thread_ident();
+        return owner != 0 && owner == PPP_SELF();
     }
     /* The idle stack's pop (the list is not empty).  list.pop() gives memory
        back when the list falls below half its capacity: with one object idle,
@@ -122,8 +130,11 @@ cdef extern from *:
     void ppp_lock_acquire(ppp_lock_t *l)
     void ppp_lock_release(ppp_lock_t *l)
     int ppp_lock_held_here(ppp_lock_t *l)
-    object ppp_list_pop(list lst)
-    int ppp_list_push(list lst, object item) except -1
+    # the list by address: Cython would otherwise take and drop a reference to
+    # it around each call (on the free-threaded build an atomic write to an
+    # object every thread shares)
+    int ppp_list_push(PyObject *lst, object item) except -1
+    Py_ssize_t Py_SIZE(PyObject *o)
 
 cdef extern from *:
     """
@@ -304,6 +315,12 @@ cdef class _Slot:
         self.warned = False
 
 
+cdef extern from *:
+    # the idle stack's pop (above), typed: the list's reference passes to the
+    # caller as a _Slot (no checked cast, no extra reference taken and dropped)
+    _Slot _pop_slot "ppp_list_pop"(PyObject *lst)
+
+
 cdef inline Py_ssize_t _seq_of(object entry) except? -1:
     """The ``seq`` of an entry of ``_reg``: a slot's, or a forgotten one's (an int)."""
     if isinstance(entry, _Slot):
@@ -411,10 +428,10 @@ cdef class _Core:
         if self._deferred:
             self._drain_deferred()
 
-    cdef inline void _lk(self):
+    cdef inline void _lk(self) noexcept:
         ppp_lock_acquire(&self._lock)
 
-    cdef inline void _unlk(self):
+    cdef inline void _unlk(self) noexcept:
         ppp_lock_release(&self._lock)
 
     cdef inline double _now_c(self) except? -1.0:
@@ -518,7 +535,7 @@ cdef class _Core:
             return None
         slot = <_Slot>found
         if self._retter is None and not (
-            self._waiters
+            Py_SIZE(<PyObject *>self._waiters)  # a deque's length (always a deque: _new_state)
             or self._shutdown
             or (self._max_use and slot.uses >= self._max_use)
             or (self._max_lifetime and now - slot.created >= self._max_lifetime)
@@ -529,7 +546,7 @@ cdef class _Core:
             slot.holder = None
             slot.stack = None
             slot.state = S_IDLE
-            ppp_list_push(self._avail, slot)
+            ppp_list_push(<PyObject *>self._avail, slot)
             self._unlk()
             if self._deferred:
                 self._drain_deferred()
@@ -557,7 +574,7 @@ cdef class _Core:
         cdef Waiter waiter
         self._nreturns += returned
         self._nusing -= using
-        if self._waiters:
+        if Py_SIZE(<PyObject *>self._waiters):
             waiter = <Waiter>self._waiters[0]
             if not timed_wait or self._handoff or self._starving(waiter, now):
                 if timed_wait and not self._handoff:  # it starves: hand-off mode
@@ -581,16 +598,16 @@ cdef class _Core:
                 return 0
             self._nfreed += 1
             slot.state = S_IDLE
-            ppp_list_push(self._avail, slot)
+            ppp_list_push(<PyObject *>self._avail, slot)
             self._rewake()
         else:
             slot.state = S_IDLE
-            ppp_list_push(self._avail, slot)
+            ppp_list_push(<PyObject *>self._avail, slot)
         return 0
 
     cdef inline _Slot _take_idle(self, double last_get):
         """The top idle object, checked out (lock held; ``_avail`` not empty)."""
-        cdef _Slot slot = <_Slot>ppp_list_pop(self._avail)
+        cdef _Slot slot = _pop_slot(<PyObject *>self._avail)
         slot.state = S_USING
         slot.uses += 1
         self._nuses += 1

@@ -6,7 +6,8 @@ on a pool of ``nthreads`` objects ("all": one each) or of half as many
 ``backend`` fixture; ``queue.SimpleQueue`` (get, put back) is the reference:
 the fastest thread-safe hand-over CPython has, one C call each way.  A round
 lasts about ``ROUND_S`` seconds; the figure is the median of ``ROUNDS`` rounds,
-in pairs per second over all threads.  At the end the module prints a table
+in pairs per second over all threads (the pairs the threads finished by the
+time the last one stopped, over that time).  At the end the module prints a table
 (and writes it to bench/results/ft-<interpreter>.md).
 
 Run on the free-threaded build with the GIL off by ``make bench-ft``; it runs on
@@ -52,8 +53,10 @@ def interpreter() -> str:
     )
 
 
-def _loop(get: Callable[[], Any], ret: Callable[[Any], None], n: int) -> None:
-    for _ in range(n // UNROLL):
+def _loop(get: Callable[[], Any], ret: Callable[[Any], None], stop: list[bool]) -> int:
+    """Pairs done until ``stop[0]`` is set (checked every UNROLL pairs)."""
+    n = 0
+    while not stop[0]:
         o = get()
         ret(o)
         o = get()
@@ -74,17 +77,26 @@ def _loop(get: Callable[[], Any], ret: Callable[[Any], None], n: int) -> None:
         ret(o)
         o = get()
         ret(o)
+        n += UNROLL
+    return n
 
 
-def run_round(get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, n: int) -> float:
-    """Seconds for ``nthreads`` threads to do ``n`` pairs each, all started together."""
+def run_round(
+    get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, seconds: float
+) -> float:
+    """Pairs per second of ``nthreads`` threads, all started together and stopped
+    after ``seconds``.  Bounded by time, not by a number of pairs: the waiting
+    cases' speed moves by 10x or more between rounds (a count calibrated on a
+    fast round once ran for minutes)."""
     barrier = threading.Barrier(nthreads + 1)
     errors: list[BaseException] = []
+    counts: list[int] = []
+    stop = [False]
 
     def worker() -> None:
         try:
             barrier.wait(30)
-            _loop(get, ret, n)
+            counts.append(_loop(get, ret, stop))  # list.append: atomic
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -93,30 +105,26 @@ def run_round(get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int,
         t.start()
     barrier.wait(30)
     start = time.perf_counter()
+    time.sleep(seconds)
+    stop[0] = True
     for t in threads:
-        t.join()
+        t.join(60)
+        assert not t.is_alive(), "a benchmark thread did not stop within 60 s"
     elapsed = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return elapsed
+    return sum(counts) / elapsed
 
 
 def measure(
     get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, smoke: bool
 ) -> float:
-    """Median pairs/s over the rounds; each round sized to last about ROUND_S."""
-    n = UNROLL * 20
+    """Median pairs/s over ROUNDS rounds of ROUND_S seconds each."""
     if smoke:
-        run_round(get, ret, nthreads, n)
+        run_round(get, ret, nthreads, 0.01)
         return 0.0
-    while True:  # calibrate: double until a round lasts a tenth of ROUND_S
-        elapsed = run_round(get, ret, nthreads, n)
-        if elapsed >= ROUND_S / 10:
-            break
-        n *= 2
-    n = max(UNROLL, int(n * ROUND_S / elapsed) // UNROLL * UNROLL)
-    rates = [nthreads * n / run_round(get, ret, nthreads, n) for _ in range(ROUNDS)]
-    return statistics.median(rates)
+    run_round(get, ret, nthreads, ROUND_S / 10)  # warm-up
+    return statistics.median(run_round(get, ret, nthreads, ROUND_S) for _ in range(ROUNDS))
 
 
 CASES = [(t, t) for t in THREADS] + [(t, t // 2) for t in THREADS if t > 1]

@@ -81,24 +81,36 @@ def _loop(get: Callable[[], Any], ret: Callable[[Any], None], stop: list[bool]) 
     return n
 
 
-def run_round(
-    get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, seconds: float
-) -> float:
+Pair = tuple[Callable[[], Any], Callable[[Any], None]]
+
+
+def run_round(methods: Callable[[], Pair], nthreads: int, seconds: float) -> float:
     """Pairs per second of ``nthreads`` threads, all started together and stopped
     after ``seconds``.  Bounded by time, not by a number of pairs: the waiting
     cases' speed moves by 10x or more between rounds (a count calibrated on a
-    fast round once ran for minutes)."""
+    fast round once ran for minutes).
+
+    Each thread calls bound methods of its own (``methods()``: e.g. ``pool.get``
+    and ``pool.ret`` bound in that thread) and reads a stop flag of its own: on a
+    free-threaded build every object the threads share and load in their loop
+    (one bound method, one flag) has its reference count written by each of them
+    at each load, and that cache line's moves between the cores would be measured
+    instead of the pool."""
     barrier = threading.Barrier(nthreads + 1)
     errors: list[BaseException] = []
     counts: list[int] = []
-    stop = [False]
+    stops: list[list[bool]] = []
 
     def worker() -> None:
         try:
+            get, ret = methods()
+            stop = [False]
+            stops.append(stop)
             barrier.wait(30)
             counts.append(_loop(get, ret, stop))  # list.append: atomic
         except BaseException as exc:  # reported below
             errors.append(exc)
+            barrier.abort()
 
     threads = [threading.Thread(target=worker) for _ in range(nthreads)]
     for t in threads:
@@ -106,7 +118,8 @@ def run_round(
     barrier.wait(30)
     start = time.perf_counter()
     time.sleep(seconds)
-    stop[0] = True
+    for stop in stops:
+        stop[0] = True
     for t in threads:
         t.join(60)
         assert not t.is_alive(), "a benchmark thread did not stop within 60 s"
@@ -116,15 +129,13 @@ def run_round(
     return sum(counts) / elapsed
 
 
-def measure(
-    get: Callable[[], Any], ret: Callable[[Any], None], nthreads: int, smoke: bool
-) -> float:
+def measure(methods: Callable[[], Pair], nthreads: int, smoke: bool) -> float:
     """Median pairs/s over ROUNDS rounds of ROUND_S seconds each."""
     if smoke:
-        run_round(get, ret, nthreads, 0.01)
+        run_round(methods, nthreads, 0.01)
         return 0.0
-    run_round(get, ret, nthreads, ROUND_S / 10)  # warm-up
-    return statistics.median(run_round(get, ret, nthreads, ROUND_S) for _ in range(ROUNDS))
+    run_round(methods, nthreads, ROUND_S / 10)  # warm-up
+    return statistics.median(run_round(methods, nthreads, ROUND_S) for _ in range(ROUNDS))
 
 
 CASES = [(t, t) for t in THREADS] + [(t, t // 2) for t in THREADS if t > 1]
@@ -193,7 +204,7 @@ def test_ft_pairs_peer(
     objs = [[i] for i in range(nobjs)]
     for o in objs:
         q.put(o)
-    rate = measure(q.get, q.put, nthreads, _smoke(request))
+    rate = measure(lambda: (q.get, q.put), nthreads, _smoke(request))
     assert q.qsize() == nobjs  # nothing lost
     if rate:
         _measured["SimpleQueue", nthreads, nobjs] = rate
@@ -205,7 +216,7 @@ def test_ft_pairs_ppp(
 ) -> None:
     pool = backend.Pool(lambda n: [n], max_size=nobjs, min_size=nobjs)
     try:
-        rate = measure(pool.get, pool.ret, nthreads, _smoke(request))
+        rate = measure(lambda: (pool.get, pool.ret), nthreads, _smoke(request))
         s = pool.stats()
         assert (s["nobjs"], s["nusing"], s["ncreated"]) == (nobjs, 0, nobjs), s
     finally:

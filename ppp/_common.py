@@ -68,6 +68,23 @@ WAIT_SAMPLES = 1024  # wait durations kept for the median and 95th percentile
 # waiters first come, first served, until one that was not starving is served.
 HANDOFF_AFTER = 0.001
 HANDOFF_PASSES = 64
+# Thread affinity (see the README's Pool reference): a thread hashes to one of
+# NBUCKETS buckets; a plain return parks the object in the returning thread's
+# bucket (what the bucket held goes on top of the idle stack), and a get takes its
+# bucket's parked object first.  Every other locked step first moves the parked
+# objects onto the idle stack, bucket 0 first.  One thread's gets and returns are
+# therefore last in, first out, as without buckets; the compiled twin parks and
+# takes back without the pool's lock, so threads on different buckets share none.
+NBUCKETS = 17  # prime: thread ids are aligned addresses, spread by a prime modulus
+
+
+def bucket_of(ident: int) -> int:
+    """The bucket of the thread whose ``threading.get_ident()`` is ``ident`` (the
+    compiled twin computes the same in C; the pure twin's hot paths write the
+    modulus as a literal, ``% 17``: one operation on a multi-digit int)."""
+    return ident % NBUCKETS
+
+
 # objects whose state stats() copies per hold of the pool's lock (a pool of up to that
 # many is copied in one hold, at one instant; see PoolBase.stats)
 STATS_CHUNK = 2048

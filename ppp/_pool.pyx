@@ -15,6 +15,7 @@ statistics) is the shared ``ppp._common``.
 
 cimport cython
 from cpython.long cimport PyLong_FromVoidPtr
+from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
 from cpython.time cimport monotonic
 
@@ -134,7 +135,72 @@ cdef extern from *:
     # it around each call (on the free-threaded build an atomic write to an
     # object every thread shares)
     int ppp_list_push(PyObject *lst, object item) except -1
+    int ppp_list_push_raw "ppp_list_push"(PyObject *lst, PyObject *item) noexcept
     Py_ssize_t Py_SIZE(PyObject *o)
+
+cdef extern from *:
+    """
+    /* Thread affinity: each thread hashes to one of PPP_NB buckets.  A plain
+       return with no waiter parks the object in the returning thread's bucket,
+       and that thread's next plain get takes it back, under the bucket's own
+       lock, not the pool's: threads on different buckets share no lock and no
+       written cache line (each bucket has 128 bytes to itself).  PPP_NB is prime: thread ids are
+       aligned addresses, a prime modulus spreads them.  ``lent`` is the
+       slot a plain get last gave a thread of the bucket: it lets ret() find the
+       slot without the pool's index.  Both pointers are borrowed: a parked or
+       lent slot is always registered (every locked step that can forget a slot
+       first takes every parked one back and clears every lent one, each under
+       its bucket's lock: _Core._quiesce).  ``nuses`` and ``nreturns`` count the
+       bucket's plain gets and returns until _quiesce adds them to the pool's.
+       GIL build: nothing in a bucket's critical section releases the GIL, so
+       the bucket lock is the GIL itself. */
+    #define PPP_NB 17
+    typedef struct {
+    #ifdef Py_GIL_DISABLED
+        PyMutex m;
+    #endif
+        PyObject *parked;
+        PyObject *lent;
+        Py_ssize_t nuses, nreturns;
+    } ppp_bucket_t;
+    typedef union { ppp_bucket_t b; char pad[128]; } ppp_bucket_pad;
+    static ppp_bucket_pad *ppp_buckets_alloc(void **raw) {
+        char *p = (char *)PyMem_Calloc(1, PPP_NB * sizeof(ppp_bucket_pad) + 127);
+        *raw = p;
+        if (!p) return NULL;
+        return (ppp_bucket_pad *)(((uintptr_t)p + 127) & ~(uintptr_t)127);
+    }
+    static void ppp_buckets_clear(ppp_bucket_pad *a) {
+        memset(a, 0, PPP_NB * sizeof(ppp_bucket_pad));
+    }
+    /* The same function of the thread's id as ppp._common.bucket_of. */
+    static CYTHON_INLINE Py_ssize_t ppp_bucket_index(void) {
+        return (Py_ssize_t)(PyThread_get_thread_ident() % PPP_NB);
+    }
+    static CYTHON_INLINE ppp_bucket_t *ppp_bucket_at(ppp_bucket_pad *a, Py_ssize_t i) {
+        return &a[i].b;
+    }
+    #ifdef Py_GIL_DISABLED
+    #define ppp_bucket_lock(bk) PyMutex_Lock(&(bk)->m)
+    #define ppp_bucket_unlock(bk) PyMutex_Unlock(&(bk)->m)
+    #else
+    #define ppp_bucket_lock(bk) ((void)(bk))
+    #define ppp_bucket_unlock(bk) ((void)(bk))
+    #endif
+    """
+    enum: PPP_NB
+    ctypedef struct ppp_bucket_t:
+        PyObject *parked
+        PyObject *lent
+        Py_ssize_t nuses, nreturns
+    ctypedef struct ppp_bucket_pad:
+        pass
+    ppp_bucket_pad *ppp_buckets_alloc(void **raw) noexcept
+    void ppp_buckets_clear(ppp_bucket_pad *a) noexcept
+    Py_ssize_t ppp_bucket_index() noexcept
+    ppp_bucket_t *ppp_bucket_at(ppp_bucket_pad *a, Py_ssize_t i) noexcept
+    void ppp_bucket_lock(ppp_bucket_t *bk) noexcept
+    void ppp_bucket_unlock(ppp_bucket_t *bk) noexcept
 
 cdef extern from *:
     """
@@ -238,6 +304,7 @@ from ._common import (
     GOT,
     HANDOFF_PASSES,
     IDLE,
+    NBUCKETS,
     QUEUED,
     SHUT,
     USING,
@@ -266,9 +333,9 @@ cdef enum:
 
 # the C copies of the shared constants (ppp._common) must be the same values
 if (S_IDLE, S_USING, S_BORROWED, C_GOT, C_CREATE, C_SHUT, C_FULL, C_QUEUED, C_GONE,
-        C_WAIT_SAMPLES, C_HANDOFF_PASSES) != (
+        C_WAIT_SAMPLES, C_HANDOFF_PASSES, PPP_NB) != (
         IDLE, USING, BORROWED, GOT, CREATE, SHUT, FULL, QUEUED, GONE,
-        WAIT_SAMPLES, HANDOFF_PASSES):
+        WAIT_SAMPLES, HANDOFF_PASSES, NBUCKETS):
     raise ImportError("ppp._pool: its C constants differ from ppp._common's")
 
 # ``last_get`` of an object granted to a waiter that has not run yet: never over-held
@@ -299,6 +366,9 @@ cdef class _Slot:
     cdef public int state
     cdef public double created, last_get, last_ret
     cdef public bint warned
+    # the bucket whose ``lent`` may point here (-1: none); written under that
+    # bucket's lock, as ``lent`` is; a hint: the bucket's ``lent`` decides
+    cdef Py_ssize_t lent_in
 
     def __init__(self, obj, Py_ssize_t n, double now):
         self.obj = obj
@@ -313,6 +383,7 @@ cdef class _Slot:
         self.holder = None
         self.stack = None
         self.warned = False
+        self.lent_in = -1
 
 
 cdef extern from *:
@@ -361,7 +432,12 @@ cdef class _Core:
     cdef public dict _slots
     cdef public list _avail, _deferred, _wait_samples, _reg
     cdef public object _waiters, _closing  # deques
-    cdef public Py_ssize_t _nusing, _npending, _ncreating, _ncreated, _nuses, _nreturns
+    # in use, gets, returns: the pool's counts; the buckets' plain gets and returns
+    # are added by _quiesce (the _nusing, _nuses, _nreturns properties add them)
+    cdef Py_ssize_t _c_nusing, _c_nuses, _c_nreturns
+    cdef public Py_ssize_t _npending, _ncreating, _ncreated
+    cdef ppp_bucket_pad *_bk  # PPP_NB buckets (see ppp_bucket_t)
+    cdef void *_bk_raw  # their allocation
     cdef public Py_ssize_t _nbad_returns, _nborrows, _nkilled, _nrecycled, _nwornout
     cdef public Py_ssize_t _nexpired, _ndiscarded, _ndestroys, _nhealth, _bad_health
     cdef public Py_ssize_t _hk_rounds, _hk_errors, _hc_rounds, _hc_errors, _ntimeouts
@@ -381,8 +457,12 @@ cdef class _Core:
             raise MemoryError("cannot allocate the pool lock")
         if ppp_table_init(&self._index) < 0:
             raise MemoryError("cannot allocate the pool index")
+        self._bk = ppp_buckets_alloc(&self._bk_raw)
+        if self._bk == NULL:
+            raise MemoryError("cannot allocate the pool's thread buckets")
 
     def __dealloc__(self):
+        PyMem_Free(self._bk_raw)
         ppp_table_free(&self._index)
         ppp_lock_free(&self._lock)
 
@@ -393,6 +473,7 @@ cdef class _Core:
         self._forks = 0
 
     cdef _new_state(self):
+        ppp_buckets_clear(self._bk)  # (in a forked child: their locks too)
         self._slots = {}
         self._reg = []  # the slots in registration order (see _reg_find)
         self._reg_dead = 0  # forgotten entries in _reg
@@ -405,8 +486,8 @@ cdef class _Core:
         self._hk_time = 0.0
         self._hk_last = 0.0
         self._shutdown = False
-        self._nusing = self._npending = self._ncreating = self._ncreated = 0
-        self._nuses = self._nreturns = self._nbad_returns = self._nborrows = 0
+        self._c_nusing = self._npending = self._ncreating = self._ncreated = 0
+        self._c_nuses = self._c_nreturns = self._nbad_returns = self._nborrows = 0
         self._nkilled = self._nrecycled = self._nwornout = self._nexpired = 0
         self._ndiscarded = self._ndestroys = self._nhealth = self._bad_health = 0
         self._hk_rounds = self._hk_errors = self._hc_rounds = self._hc_errors = 0
@@ -419,8 +500,9 @@ cdef class _Core:
     # ------------------------------------------------------------ the lock
 
     def _acquire(self):
-        """Take the pool's lock (tests: they read the state under it)."""
-        ppp_lock_acquire(&self._lock)
+        """Take the pool's lock (tests: they read the state under it), parked
+        objects taken back first, as every locked step does."""
+        self._lkq()
 
     def _release(self):
         """Release the lock taken by ``_acquire``, then do the deferred returns."""
@@ -433,6 +515,91 @@ cdef class _Core:
 
     cdef inline void _unlk(self) noexcept:
         ppp_lock_release(&self._lock)
+
+    cdef int _lkq(self) except -1:
+        """Take the lock for a locked step: every parked object back onto the idle
+        stack first (see _quiesce); on failure the lock is released again."""
+        ppp_lock_acquire(&self._lock)
+        try:
+            self._quiesce()
+        except BaseException:
+            ppp_lock_release(&self._lock)
+            raise
+        return 0
+
+    cdef int _quiesce(self) except -1:
+        """Every bucket, in order (lock held): its parked object goes on top of the
+        idle stack, its lent hint is forgotten and its counts go to the pool's.  So
+        a locked step sees every idle object on the stack, no return can park an
+        object until the lock is released (no bucket has a lent slot, and a plain
+        get that finds its bucket empty waits for this lock), and a slot can be
+        forgotten with no bucket pointing at it.  Each bucket is locked, also when
+        it looks empty: a return parking in it at this moment then either finished
+        first (its object is taken here) or sees what this step changed (a waiter
+        queued, the pool shut down: it does not park).  Objects taken back while
+        threads wait (only when a return raced with a waiter's queueing) wake
+        waiters to compete for them, as a return does."""
+        cdef Py_ssize_t i, moved = 0
+        cdef ppp_bucket_t *bk
+        cdef PyObject *p
+        cdef int err
+        for i in range(PPP_NB):
+            bk = ppp_bucket_at(self._bk, i)
+            ppp_bucket_lock(bk)
+            p = bk.parked
+            err = 0
+            if p != NULL:
+                err = ppp_list_push_raw(<PyObject *>self._avail, p)  # allocation only
+                if err == 0:
+                    bk.parked = NULL
+                    moved += 1
+            if bk.lent != NULL:
+                (<_Slot>bk.lent).lent_in = -1
+                bk.lent = NULL
+            self._c_nuses += bk.nuses
+            self._c_nreturns += bk.nreturns
+            self._c_nusing += bk.nuses - bk.nreturns
+            bk.nuses = 0
+            bk.nreturns = 0
+            ppp_bucket_unlock(bk)
+            if err:
+                raise MemoryError("cannot grow the idle stack")
+        if moved and Py_SIZE(<PyObject *>self._waiters):
+            self._nfreed += moved
+            self._rewake()
+        return 0
+
+    cdef void _unlend(self, _Slot slot) noexcept:
+        """``slot`` is no longer lent by a bucket (pool lock held): a return through
+        that bucket now takes the locked path."""
+        cdef ppp_bucket_t *bk = ppp_bucket_at(self._bk, slot.lent_in)
+        ppp_bucket_lock(bk)
+        if bk.lent == <PyObject *>slot:
+            bk.lent = NULL
+        slot.lent_in = -1
+        ppp_bucket_unlock(bk)
+
+    cdef Py_ssize_t _bucket_sum(self, int which) noexcept:
+        """The buckets' plain gets (0), returns (1) not yet in the pool's counts (read
+        without their locks: exact when no get or ret runs)."""
+        cdef Py_ssize_t i, total = 0
+        cdef ppp_bucket_t *bk
+        for i in range(PPP_NB):
+            bk = ppp_bucket_at(self._bk, i)
+            total += bk.nreturns if which else bk.nuses
+        return total
+
+    @property
+    def _nusing(self):
+        return self._c_nusing + self._bucket_sum(0) - self._bucket_sum(1)
+
+    @property
+    def _nuses(self):
+        return self._c_nuses + self._bucket_sum(0)
+
+    @property
+    def _nreturns(self):
+        return self._c_nreturns + self._bucket_sum(1)
 
     cdef inline double _now_c(self) except? -1.0:
         if self._clock is None:
@@ -477,19 +644,54 @@ cdef class _Core:
 
     cdef object _get_c(self, timeout):
         cdef _Slot slot = None
+        cdef object result
         cdef Waiter ticket
         cdef Py_ssize_t uses
         cdef double now = 0.0
+        cdef ppp_bucket_t *bk
+        cdef Py_ssize_t bi
+        cdef PyObject *p
         if timeout is not None:
             timeout = check_timeout(timeout)
         if self._gen != _fork_gen:
             self._forked()
         if self._timed:
             now = self._now_c()
-        self._lk()
-        if self._avail and not self._shutdown:
-            slot = self._take_idle(now)
-        self._unlk()
+        bi = ppp_bucket_index()
+        bk = ppp_bucket_at(self._bk, bi)
+        ppp_bucket_lock(bk)
+        p = bk.parked
+        if p != NULL:
+            # the object this thread's bucket parked: taken back without the pool's
+            # lock (parked objects exist only in a pool not shut down); the slot is
+            # read through the borrowed pointer, no reference taken (an atomic
+            # write when another thread made it) unless a hook needs it
+            bk.parked = NULL
+            bk.lent = p
+            bk.nuses += 1
+            (<_Slot>p).lent_in = bi
+            (<_Slot>p).state = S_USING
+            (<_Slot>p).uses += 1
+            (<_Slot>p).last_get = now
+            (<_Slot>p).warned = False
+            if self._getter is None and not self._leak_trace:
+                result = (<_Slot>p).obj  # (the reference taken before the unlock)
+                ppp_bucket_unlock(bk)
+                if self._deferred:
+                    self._drain_deferred()
+                return result
+            slot = <_Slot>p
+            ppp_bucket_unlock(bk)
+        else:
+            ppp_bucket_unlock(bk)
+            self._lk()
+            if self._avail and not self._shutdown:
+                slot = self._take_idle(now)
+                ppp_bucket_lock(bk)
+                bk.lent = <PyObject *>slot
+                slot.lent_in = bi
+                ppp_bucket_unlock(bk)
+            self._unlk()
         if slot is None:
             ticket = Waiter(False)
             try:
@@ -511,6 +713,8 @@ cdef class _Core:
     cdef object _ret_c(self, obj):
         cdef _Slot slot
         cdef PyObject *found
+        cdef PyObject *p
+        cdef ppp_bucket_t *bk
         cdef Py_ssize_t uses
         cdef double now = 0.0
         if ppp_lock_held_here(&self._lock):
@@ -526,8 +730,31 @@ cdef class _Core:
             except BaseException:  # a clock interrupted: the object is retired
                 self._ret_interrupted(obj)
                 raise
+        bk = ppp_bucket_at(self._bk, ppp_bucket_index())
+        ppp_bucket_lock(bk)
+        p = bk.lent
+        if p != NULL and bk.parked == NULL and (<_Slot>p).obj is obj and self._plain_ret(
+            <_Slot>p, now
+        ):
+            # the object this thread's bucket lent, and the bucket is free: parked
+            # there without the pool's lock (the same outcome as the locked path's)
+            bk.parked = p
+            bk.lent = NULL
+            bk.nreturns += 1
+            (<_Slot>p).lent_in = -1
+            (<_Slot>p).last_ret = now
+            (<_Slot>p).state = S_IDLE
+            ppp_bucket_unlock(bk)
+            if self._deferred:
+                self._drain_deferred()
+            return None
+        ppp_bucket_unlock(bk)
         self._lk()
         found = ppp_table_get(&self._index, <void*>obj)
+        if found is not NULL and (<_Slot>found).lent_in >= 0:
+            # no return through a bucket can touch the slot after this (two
+            # threads returning it at once: one counts, as under one lock)
+            self._unlend(<_Slot>found)
         if found is NULL or (<_Slot>found).state != S_USING:
             self._nbad_returns += 1
             self._unlk()
@@ -540,13 +767,22 @@ cdef class _Core:
             or (self._max_use and slot.uses >= self._max_use)
             or (self._max_lifetime and now - slot.created >= self._max_lifetime)
         ):
-            self._nreturns += 1
-            self._nusing -= 1
+            # parked in this thread's bucket; what it held goes on top of the idle
+            # stack (pushed first: a failure to grow the stack changes nothing)
+            ppp_bucket_lock(bk)
+            p = bk.parked
+            if p != NULL and ppp_list_push_raw(<PyObject *>self._avail, p) < 0:
+                ppp_bucket_unlock(bk)
+                self._unlk()
+                raise MemoryError("cannot grow the idle stack")
+            bk.parked = <PyObject *>slot
+            ppp_bucket_unlock(bk)
+            self._c_nreturns += 1
+            self._c_nusing -= 1
             slot.last_ret = now
             slot.holder = None
             slot.stack = None
             slot.state = S_IDLE
-            ppp_list_push(<PyObject *>self._avail, slot)
             self._unlk()
             if self._deferred:
                 self._drain_deferred()
@@ -564,6 +800,22 @@ cdef class _Core:
             raise
         self._after_ret(obj, code)
 
+    cdef inline bint _plain_ret(self, _Slot slot, double now) noexcept:
+        """Whether returning ``slot`` (in use) just makes it idle: no retter, no hook's
+        state on it, no waiter, not shut down, not worn out, not expired.  Read in a
+        bucket's critical section: a waiter queued or a shutdown made before the
+        last _quiesce of the bucket is seen (its lock orders them)."""
+        return (
+            slot.state == S_USING
+            and self._retter is None
+            and slot.holder is None
+            and slot.stack is None
+            and not self._shutdown
+            and Py_SIZE(<PyObject *>self._waiters) == 0
+            and not (self._max_use and slot.uses >= self._max_use)
+            and not (self._max_lifetime and now - slot.created >= self._max_lifetime)
+        )
+
     # --------------------------------------------- state changes (lock held)
 
     cdef int _idle(self, _Slot slot, double now, bint timed_wait, int using,
@@ -572,8 +824,8 @@ cdef class _Core:
         mode or that waiter is starving, else on top of the idle stack with a waiter
         woken to compete for it (see the pure twin)."""
         cdef Waiter waiter
-        self._nreturns += returned
-        self._nusing -= using
+        self._c_nreturns += returned
+        self._c_nusing -= using
         if Py_SIZE(<PyObject *>self._waiters):
             waiter = <Waiter>self._waiters[0]
             if not timed_wait or self._handoff or self._starving(waiter, now):
@@ -585,8 +837,8 @@ cdef class _Core:
                 self._nwoken -= waiter.woken
                 slot.state = S_USING
                 slot.uses += 1
-                self._nuses += 1
-                self._nusing += 1
+                self._c_nuses += 1
+                self._c_nusing += 1
                 slot.last_get = _NOT_PICKED_UP  # see _lk_pickup
                 slot.warned = False
                 waiter.slot = slot
@@ -610,8 +862,8 @@ cdef class _Core:
         cdef _Slot slot = _pop_slot(<PyObject *>self._avail)
         slot.state = S_USING
         slot.uses += 1
-        self._nuses += 1
-        self._nusing += 1
+        self._c_nuses += 1
+        self._c_nusing += 1
         slot.last_get = last_get
         slot.warned = False
         return slot
@@ -704,7 +956,7 @@ cdef class _Core:
         closer runs later, outside the lock (``_closing``)."""
         self._unregister(slot)
         if slot.state == S_USING:
-            self._nusing -= 1
+            self._c_nusing -= 1
         slot.state = S_GONE
         self._ndestroys += 1
         self._closing.append(slot.obj)
@@ -743,7 +995,7 @@ cdef class _Core:
     def _lk_ret(self, _Slot slot, Py_ssize_t uses, double now):
         """Second half of ``ret``: back to the oldest waiter or the idle stack (GOT),
         retired (GONE), or gone meanwhile (SHUT: a bad return)."""
-        self._lk()
+        self._lkq()
         try:
             if not self._live(slot, S_USING, uses):
                 self._nbad_returns += 1
@@ -759,7 +1011,7 @@ cdef class _Core:
                 slot.stack = None
                 self._idle(slot, now, True, 1, 1)
                 return C_GOT
-            self._nreturns += 1
+            self._c_nreturns += 1
             self._forget(slot, now, True)
             return C_GONE
         finally:
@@ -769,7 +1021,7 @@ cdef class _Core:
 
     def _lk_take(self, Waiter ticket, bint nowait, double now):
         """The slow ``get``: GOT, CREATE, SHUT, FULL or QUEUED (see the pure twin)."""
-        self._lk()
+        self._lkq()
         try:
             if self._shutdown:
                 return C_SHUT
@@ -793,6 +1045,10 @@ cdef class _Core:
             self._nwaits += 1
             if len(self._waiters) > self._max_waiting:
                 self._max_waiting = len(self._waiters)
+            # a return racing with this queueing, in a bucket already quiesced,
+            # may have parked an object: take it back now that the waiter is
+            # visible (it is woken for it; the pure twin never races here)
+            self._quiesce()
             return C_QUEUED
         finally:
             self._unlk()
@@ -801,7 +1057,7 @@ cdef class _Core:
         """A waiter woken to compete for an idle object is back: GOT (it took one),
         QUEUED (waits again in its place), or GOT, CREATE, SHUT when granted or
         failed meanwhile (see the pure twin)."""
-        self._lk()
+        self._lkq()
         try:
             if not ticket.queued:
                 if ticket.error:
@@ -825,14 +1081,14 @@ cdef class _Core:
     def _lk_alive(self, _Slot slot, Py_ssize_t uses):
         """Whether ``slot`` is still in use at ``uses`` (not killed meanwhile)."""
         cdef bint alive
-        self._lk()
+        self._lkq()
         alive = self._live(slot, S_USING, uses)
         self._unlk()
         return alive
 
     def _lk_pickup(self, _Slot slot, double now):
         """A woken waiter has its object: its time in use starts now."""
-        self._lk()
+        self._lkq()
         if slot.state == S_USING and slot.last_get == _NOT_PICKED_UP:
             slot.last_get = now
         self._unlk()
@@ -840,7 +1096,7 @@ cdef class _Core:
     def _lk_timeout(self, Waiter ticket):
         """A wait timed out: unqueue the ticket and count it, unless it was granted
         meanwhile (then True: use the grant)."""
-        self._lk()
+        self._lkq()
         try:
             if not ticket.queued:
                 return True
@@ -859,7 +1115,7 @@ cdef class _Core:
         twin)."""
         cdef _Slot slot
         cdef object obj
-        self._lk()
+        self._lkq()
         try:
             if ticket.queued:
                 self._waiters.remove(ticket)
@@ -893,7 +1149,7 @@ cdef class _Core:
 
     def _lk_unget(self, _Slot slot, Py_ssize_t uses, double now):
         """The hot path was interrupted after taking ``slot``: give it back unused."""
-        self._lk()
+        self._lkq()
         try:
             if self._live(slot, S_USING, uses):
                 self._idle(slot, now, True, 1, 0)
@@ -906,7 +1162,7 @@ cdef class _Core:
         returned an object the pool already holds)."""
         cdef object obj = ticket.obj
         cdef _Slot slot = _Slot(obj, ticket.create, now if self._timed else 0.0)
-        self._lk()
+        self._lkq()
         try:
             if ppp_table_get(&self._index, <void*>obj) is not NULL:
                 ticket.create = -1
@@ -933,8 +1189,8 @@ cdef class _Core:
             if checkout:
                 slot.state = S_USING
                 slot.uses = 1
-                self._nuses += 1
-                self._nusing += 1
+                self._c_nuses += 1
+                self._c_nusing += 1
                 ticket.slot = slot
                 return C_GOT
             self._idle(slot, now, True, 0, 0)
@@ -944,7 +1200,7 @@ cdef class _Core:
 
     def _lk_reserve_fill(self, Waiter ticket):
         """Reserve a creation to fill ``min_size`` (False when none is needed)."""
-        self._lk()
+        self._lkq()
         try:
             if (
                 self._shutdown
@@ -964,7 +1220,7 @@ cdef class _Core:
 
     def _lk_forget_if(self, _Slot slot, int state, Py_ssize_t uses, double now):
         """Forget ``slot`` if it is still in ``state`` at use ``uses``."""
-        self._lk()
+        self._lkq()
         try:
             if not self._live(slot, state, uses):
                 return False
@@ -975,7 +1231,7 @@ cdef class _Core:
 
     def _lk_hung(self, _Slot slot, Py_ssize_t uses, double now):
         """A health check did not answer in time: retire its object (True)."""
-        self._lk()
+        self._lkq()
         try:
             if not self._live(slot, S_BORROWED, uses):
                 return False
@@ -989,7 +1245,7 @@ cdef class _Core:
     def _lk_discard(self, obj, double now):
         cdef PyObject *found
         cdef _Slot slot
-        self._lk()
+        self._lkq()
         try:
             found = ppp_table_get(&self._index, <void*>obj)
             if found is NULL or (<_Slot>found).state != S_USING:
@@ -1004,20 +1260,20 @@ cdef class _Core:
 
     def _lk_put_closing(self, obj):
         """Queue ``obj`` for its closer again (its closer never started), last."""
-        self._lk()
+        self._lkq()
         try:
             self._closing.append(obj)
         finally:
             self._unlk()
 
     def _lk_bad_return(self):
-        self._lk()
+        self._lkq()
         self._nbad_returns += 1
         self._unlk()
 
     def _lk_take_closing(self, list box):
         """Move the oldest object queued for its closer into ``box``."""
-        self._lk()
+        self._lkq()
         try:
             if self._closing:
                 box.append(self._closing.popleft())
@@ -1028,7 +1284,7 @@ cdef class _Core:
         """Empty ``_deferred`` (returns asked for by finalizers) and return what it held."""
         cdef list items = self._deferred
         cdef list taken
-        self._lk()
+        self._lkq()
         try:
             taken = items[:]
             del items[: len(taken)]
@@ -1048,7 +1304,7 @@ cdef class _Core:
     def _lk_shutdown(self):
         """Shut down: fail every waiter (PoolException), forget every idle object."""
         cdef Waiter waiter
-        self._lk()
+        self._lkq()
         try:
             self._shutdown = True
             while self._waiters:
@@ -1064,7 +1320,7 @@ cdef class _Core:
 
     def _lk_drop_idle(self):
         """At exit or collection: forget the idle objects, never one in use."""
-        self._lk()
+        self._lkq()
         try:
             self._forget_idle()
         finally:
@@ -1082,11 +1338,11 @@ cdef class _Core:
         cdef _Slot slot
         cdef Py_ssize_t total, i, n
         cdef list avail
-        self._lk()
+        self._lkq()
         try:
             self._hk_rounds += 1
             self._hk_last = now
-            if warn_delay and not self._shutdown and self._nusing:
+            if warn_delay and not self._shutdown and self._c_nusing:
                 for slot in list(self._slots.values()):
                     if slot.state != S_USING:
                         continue
@@ -1132,13 +1388,13 @@ cdef class _Core:
             self._unlk()
 
     def _lk_hk_done(self, bint failed, double elapsed):
-        self._lk()
+        self._lkq()
         self._hk_errors += failed
         self._hk_time += elapsed
         self._unlk()
 
     def _lk_health_candidates(self):
-        self._lk()
+        self._lkq()
         try:
             self._hc_rounds += 1
             return self._avail[:]
@@ -1148,7 +1404,7 @@ cdef class _Core:
     def _lk_borrow(self, _Slot slot):
         """Take an idle object out of service for its health check; returns its use
         count, or -1 when it is no longer idle."""
-        self._lk()
+        self._lkq()
         try:
             if slot.state != S_IDLE or self._shutdown:
                 return -1
@@ -1163,7 +1419,7 @@ cdef class _Core:
     def _lk_health_done(self, _Slot slot, Py_ssize_t uses, bint healthy, bint error,
                         double now):
         """Back to service after its health check, or retired (True: log it)."""
-        self._lk()
+        self._lkq()
         try:
             self._hc_errors += error
             if not self._live(slot, S_BORROWED, uses):
@@ -1186,7 +1442,7 @@ cdef class _Core:
         cdef Py_ssize_t horizon
         cdef list rows
         cdef Py_ssize_t cursor = 0
-        self._lk()
+        self._lkq()
         try:
             horizon = self._ncreated  # objects registered from now on are not listed
             rows = self._stats_rows(&cursor, horizon, limit)
@@ -1196,8 +1452,8 @@ cdef class _Core:
                 horizon,
                 self._wait_samples[:],
                 [
-                    self._nusing, self._npending, self._ncreating, self._ncreated, self._nuses,
-                    self._nreturns, self._nbad_returns, self._nborrows, self._nkilled,
+                    self._c_nusing, self._npending, self._ncreating, self._ncreated, self._c_nuses,
+                    self._c_nreturns, self._nbad_returns, self._nborrows, self._nkilled,
                     self._nrecycled, self._nwornout, self._nexpired, self._ndiscarded,
                     self._ndestroys, self._nhealth, self._bad_health, self._hk_rounds,
                     self._hk_errors, self._hc_rounds, self._hc_errors, self._ntimeouts,
@@ -1218,7 +1474,7 @@ cdef class _Core:
     def _lk_stats_more(self, Py_ssize_t cursor, Py_ssize_t horizon, Py_ssize_t limit):
         """The next chunk of ``stats()``'s rows, from where ``cursor`` stopped."""
         cdef list rows
-        self._lk()
+        self._lkq()
         try:
             rows = self._stats_rows(&cursor, horizon, limit)
             return rows, cursor

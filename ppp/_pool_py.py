@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from _thread import get_ident as _get_ident
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from ._common import (
     GOT,
     HANDOFF_PASSES,
     IDLE,
+    NBUCKETS,
     QUEUED,
     SHUT,
     USING,
@@ -71,6 +73,8 @@ from ._common import (
 __all__ = ["Pool"]
 
 _monotonic = time.monotonic
+if NBUCKETS != 17:  # the hot paths write ``% 17`` (one operation, no global read)
+    raise ImportError("ppp._pool_py: its hot paths' bucket count differs from NBUCKETS")
 _T = TypeVar("_T")
 # ``last_get`` of an object granted to a waiter that has not run yet: never over-held
 # (housekeeping must not kill what its holder has not received); see ``_lk_pickup``
@@ -165,6 +169,8 @@ class Waiter:
 
 def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> _T:
     try:
+        if pool._nparked:  # every locked step sees the parked objects on the stack
+            pool._quiesce()
         return method(pool, *args)
     except BaseException:
         pool._repair()
@@ -221,8 +227,10 @@ class Pool(PoolBase):
         "_lock",
         "_nbad_returns",
         "_nended",
+        "_nparked",
         "_nreturns",
         "_nuses",
+        "_parked",
         "_plain",
         "_shutdown",
         "_slots",
@@ -252,6 +260,9 @@ class Pool(PoolBase):
         self._reg: list[Any] = []  # the slots in registration order (see _seq_of)
         self._reg_dead = 0  # forgotten entries in _reg
         self._avail: list[Any] = []
+        # per bucket (see ppp._common.NBUCKETS): the object parked there, or None
+        self._parked: list[Any] = [None] * NBUCKETS
+        self._nparked = 0
         self._waiters: deque[Any] = deque()
         self._deferred: list[Any] = []
         self._closing: deque[Any] = deque()  # FIFO: a shutdown queues every idle object
@@ -278,8 +289,25 @@ class Pool(PoolBase):
     # ------------------------------------------------------------ the lock
 
     def _acquire(self) -> None:
-        """Take the pool's lock (tests: they read the state under it)."""
+        """Take the pool's lock (tests: they read the state under it), parked
+        objects taken back first, as every locked step does."""
         self._lock.acquire()
+        if self._nparked:
+            self._quiesce()
+
+    def _quiesce(self) -> None:
+        """Every bucket's parked object onto the idle stack, bucket 0 first (lock
+        held).  Each move is one commit line; an interrupt between two leaves the
+        rest parked (``_repair`` takes them back)."""
+        parked = self._parked
+        moved = 0
+        for b in range(NBUCKETS):
+            slot = parked[b]
+            if slot is not None:
+                parked[b] = None; self._nparked -= 1; self._avail += (slot,); moved += 1  # noqa: E702
+        if moved and self._waiters:  # (never here: a return does not park while threads wait)
+            self._nfreed += moved
+            self._rewake()
 
     def _release(self) -> None:
         """Release the lock taken by ``_acquire``, then do the deferred returns."""
@@ -309,11 +337,17 @@ class Pool(PoolBase):
             lock = self._lock
             mine = ticket = None
             try:
+                b = _get_ident() % 17  # this thread's bucket: _common.bucket_of (NBUCKETS)
                 lock.acquire()
-                avail = self._avail
-                if avail and not self._shutdown:
-                    slot = avail[-1]
-                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
+                parked = self._parked
+                slot = parked[b]
+                if slot is not None:  # this thread's bucket parked it (never after shutdown)
+                    parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
+                else:
+                    avail = self._avail
+                    if avail and not self._shutdown:
+                        slot = avail[-1]
+                        del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
                 lock.release()
                 if mine is not None:
                     if self._deferred:
@@ -336,11 +370,17 @@ class Pool(PoolBase):
         lock = self._lock
         mine = ticket = None
         try:
+            b = _get_ident() % 17  # this thread's bucket: _common.bucket_of (NBUCKETS)
             lock.acquire()
-            avail = self._avail
-            if avail and not self._shutdown:
-                slot = avail[-1]
-                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+            parked = self._parked
+            slot = parked[b]
+            if slot is not None:
+                parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+            else:
+                avail = self._avail
+                if avail and not self._shutdown:
+                    slot = avail[-1]
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
             lock.release()
             if mine is None:
                 ticket = Waiter(False)
@@ -363,11 +403,17 @@ class Pool(PoolBase):
         (its class becomes ``_OpenLease`` in the same commit line); False if none."""
         lock = self._lock
         try:
+            b = _get_ident() % 17  # this thread's bucket: _common.bucket_of (NBUCKETS)
             lock.acquire()
-            avail = self._avail
-            if avail and not self._shutdown:
-                slot = avail[-1]
-                del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            parked = self._parked
+            slot = parked[b]
+            if slot is not None:
+                parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+            else:
+                avail = self._avail
+                if avail and not self._shutdown:
+                    slot = avail[-1]
+                    del avail[-1]; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
             lock.release()
         except BaseException:
             _unlock_if_held(lock)  # raised with the lock held: before or after the commit line
@@ -398,6 +444,7 @@ class Pool(PoolBase):
         slot: Any
         uses = -1
         try:
+            b = _get_ident() % 17  # this thread's bucket: _common.bucket_of (NBUCKETS)
             lock.acquire()
             # (not slots.get: on 3.13t it took the dict's lock, 10x slower, when the
             # pool was made by another thread)
@@ -405,7 +452,8 @@ class Pool(PoolBase):
             if uses < 0:
                 self._nbad_returns += 1
             elif not (self._waiters or self._shutdown):
-                avail = self._avail; self._nreturns += 1; slot.state = IDLE; avail += (slot,); uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
+                # parked in this thread's bucket; what it held goes on top of the stack
+                parked = self._parked; old = parked[b]; parked[b] = slot; self._nparked += old is None; self._avail += () if old is None else (old,); self._nreturns += 1; slot.state = IDLE; uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
             lock.release()
             if uses == -2:
                 if self._deferred:
@@ -439,6 +487,7 @@ class Pool(PoolBase):
         uses = -1
         done = False
         try:
+            b = _get_ident() % 17  # this thread's bucket: _common.bucket_of (NBUCKETS)
             lock.acquire()
             slot = slots[key] if key in slots else None; uses = slot.uses if slot is not None and slot.state == USING else -1  # noqa: E501,E702,SIM401  (no call: one step)
             if uses < 0:
@@ -449,7 +498,7 @@ class Pool(PoolBase):
                 or (self._max_use and uses >= self._max_use)
                 or (self._max_lifetime and now - slot.created >= self._max_lifetime)
             ):
-                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; slot.state = IDLE; self._avail += (slot,); uses = -1; done = True  # noqa: E501,E702
+                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; parked = self._parked; old = parked[b]; parked[b] = slot; self._nparked += old is None; self._avail += () if old is None else (old,); slot.state = IDLE; uses = -1; done = True  # noqa: E501,E702
             lock.release()
             if done:
                 if self._deferred:
@@ -580,6 +629,8 @@ class Pool(PoolBase):
         """After an interrupt inside a locked region: rebuild the idle stack and the
         in-use count from the slots' states, and give waiters what is free."""
         slots = self._slots
+        self._parked = [None] * NBUCKETS  # the parked objects are idle: rebuilt below
+        self._nparked = 0
         seen: set[int] = set()
         idle = []
         for slot in [*self._avail, *slots.values()]:
@@ -982,7 +1033,7 @@ class Pool(PoolBase):
         with _reset_lock:
             if self._gen == _fork_gen:
                 return None
-            _unstick_after_fork(self, getattr(self, "__dict__", None), self._slots, self._avail, self._deferred, self._closing, self._reg, self._waiters)  # noqa: E501
+            _unstick_after_fork(self, getattr(self, "__dict__", None), self._slots, self._avail, self._parked, self._deferred, self._closing, self._reg, self._waiters)  # noqa: E501
             inherited = [slot.obj for slot in self._slots.values()]
             inherited.extend(self._deferred)
             inherited.extend(self._closing)

@@ -218,6 +218,11 @@ def check_pool(
     s = check_counts(pool, held, maker, deadline, dump)  # before anything changes them
     probed = call_with_deadline(lambda: _probe(pool), "get(0)/ret", deadline, dump)
     assert not getattr(probed, "closed", False), f"get(0) handed out a closed object: {probed}"
+    # the probe's thread parked what it returned in its own bucket (thread
+    # affinity); a locked step such as stats() puts it back on top of the idle
+    # stack, so that what is handed out next does not depend on which bucket that
+    # thread's id fell in (the differential tests' model knows no buckets)
+    pool.stats()
     if not usable or s["shutdown"]:
         return
     want = s["max_size"] - len(held) if s["max_size"] else max(s["navail"], spare)

@@ -228,11 +228,15 @@ async def task():
     return p.real
 in_task = asyncio.run(task())
 assert in_task != in_thread and p.real == in_thread
-import greenlet
-assert p.real == in_thread
-in_greenlet = greenlet.greenlet(lambda: p.real).switch()
-assert in_greenlet not in (in_thread, in_task) and p.real == in_thread
-print("ok", len(made))
+try:
+    import greenlet
+except ImportError:  # not installed (free-threaded builds)
+    greenlet = None
+if greenlet is not None:
+    assert p.real == in_thread
+    in_greenlet = greenlet.greenlet(lambda: p.real).switch()
+    assert in_greenlet not in (in_thread, in_task) and p.real == in_thread
+print("ok", len(made), greenlet is not None)
 """
 
 
@@ -251,7 +255,8 @@ def test_versatile_asyncio_and_greenlet_imported_later(backend: ModuleType) -> N
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["ok", "3"]
+    ok, made, with_greenlet = out.stdout.split()
+    assert (ok, made) == ("ok", "3" if with_greenlet == "True" else "2")
 
 
 def test_versatile_loop_started_then_stopped(Proxy: Any) -> None:

@@ -314,3 +314,24 @@ def test_versatile_greenlet_paused_and_finished(Proxy: Any) -> None:
     other: list[int] = []
     run_thread(lambda: other.append(p.n))
     assert other[0] not in (in_thread, in_greenlet)
+
+
+def test_versatile_plain_thread_read_skips_the_slow_path(
+    backend: ModuleType, Proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled twin: with asyncio and greenlet imported, a plain thread's VERSATILE
+    read answers the scope question from C and reads the thread's local directly,
+    never through the VERSATILE local's own (slow) attribute lookup."""
+    if backend.Pool._backend != "cython":
+        pytest.skip("the pure twin always reads through the local")
+    pytest.importorskip("greenlet")
+    p = Proxy(fun=counting_fun(), scope=Proxy.Scope.VERSATILE, max_size=None)
+    in_thread = p.n
+    assert "asyncio" in sys.modules and "greenlet" in sys.modules
+
+    def slow(self: Any, name: str) -> Any:
+        raise AssertionError(f"slow path taken for {name!r}")
+
+    monkeypatch.setattr(type(p._ppp_st.local), "__getattr__", slow)
+    assert p.n == in_thread
+    assert p.reader == 0

@@ -228,6 +228,12 @@ cdef int _take_hooks() except -1:
     return 0
 
 
+cdef inline bint _imported(str name) noexcept:
+    """Whether module ``name`` is in sys.modules (None there blocks its import)."""
+    cdef PyObject *module = ppp_dict_get(<PyObject *>_MODULES, <PyObject *>name)
+    return module != NULL and module != <PyObject *>None
+
+
 cdef int _plain_thread() except -1:
     """Whether the caller is plain thread code for a VERSATILE local: no running
     asyncio loop, not in a greenlet other than its thread's main one.  Asks
@@ -235,11 +241,11 @@ cdef int _plain_thread() except -1:
     from C; 0 when unsure (the slow path then decides)."""
     if not PPP_GIL:
         return _plain_thread_any()
-    if _h_loop == NULL and ppp_dict_get(<PyObject *>_MODULES, <PyObject *>_ASYNCIO) != NULL:
+    if _h_loop == NULL and _imported(_ASYNCIO):
         _take_hooks()
     if _h_loop != NULL and not ppp_returns_none(_h_loop, _h_loop_fn, _h_loop_self):
         return False
-    if _h_current == NULL and ppp_dict_get(<PyObject *>_MODULES, <PyObject *>_GREENLET) != NULL:
+    if _h_current == NULL and _imported(_GREENLET):
         _take_hooks()
     if _h_current != NULL:
         return ppp_green_main(_h_green, _h_current, <PyObject *>_PARENT)

@@ -21,7 +21,10 @@ marker stored in the local's dict (it dies with that dict: when the thread
 ends or the local is dropped).  GIL builds only: on a free-threaded build one
 cache written by every thread would be a point of contention.  A ``VERSATILE``
 local is read the same way when the caller is a plain thread: no running
-asyncio loop, and not inside a greenlet (checked only when greenlet is imported).
+asyncio loop, and not inside a greenlet other than the thread's main one.  That
+check calls the functions the slow path uses (``_proxy_py.scope_hooks``) from C:
+asyncio's ``_get_running_loop`` directly, greenlet's ``getcurrent`` and the
+greenlet's parent through greenlet's C API capsule.
 """
 
 cimport cython
@@ -33,6 +36,8 @@ from cpython.weakref cimport PyWeakref_NewRef
 cdef extern from "Python.h":
     int PyObject_GenericSetAttr(object o, object name, PyObject *value) except -1
     PyObject *PyThreadState_GetDict()
+    bint PyCapsule_IsValid(object capsule, const char *name)
+    void *PyCapsule_GetPointer(object capsule, const char *name) except? NULL
 
 cdef extern from *:
     """
@@ -61,10 +66,61 @@ cdef extern from *:
         if (value == NULL && PyErr_Occurred()) PyErr_Clear();
         return value;
     }
+    /* The scope check of a VERSATILE read (GIL builds): 1 or 0, or -1 with the
+       error of the call set (the slow path would raise it too).  ppp_noargs_of:
+       the C function of a builtin taking no argument (``_get_running_loop``),
+       for a direct call, else NULL. */
+    typedef PyObject *(*ppp_noargs_t)(PyObject *, PyObject *);
+    static ppp_noargs_t ppp_noargs_of(PyObject *f, PyObject **self) {
+        if (!PyCFunction_CheckExact(f)) return NULL;
+        int call = PyCFunction_GET_FLAGS(f) & (METH_VARARGS | METH_KEYWORDS | METH_NOARGS
+                                               | METH_O | METH_FASTCALL | METH_METHOD);
+        if (call != METH_NOARGS) return NULL;
+        *self = PyCFunction_GET_SELF(f);
+        return (ppp_noargs_t)PyCFunction_GET_FUNCTION(f);
+    }
+    /* Whether f() (called as fn(self, NULL) when fn is set) returns None. */
+    static CYTHON_INLINE int ppp_returns_none(PyObject *f, ppp_noargs_t fn, PyObject *self) {
+        PyObject *result = fn != NULL ? fn(self, NULL) : PyObject_Vectorcall(f, NULL, 0, NULL);
+        if (result == NULL) return -1;
+        int none = result == Py_None;
+        Py_DECREF(result);
+        return none;
+    }
+    /* Whether getcurrent().parent is None: through greenlet's C API (``api``,
+       whose PyGreenlet_GetCurrent is ``getcurrent``) for a plain greenlet, 0
+       for a subclass's (gevent's Greenlet: never a thread's main greenlet);
+       without ``api``, through Python. */
+    typedef PyObject *(*ppp_green_current_t)(void);
+    typedef PyObject *(*ppp_green_parent_t)(PyObject *);
+    static CYTHON_INLINE int ppp_green_main(void **api, PyObject *getcurrent,
+                                            PyObject *parent_name) {
+        PyObject *current = api != NULL ? ((ppp_green_current_t)api[4])()
+                                        : PyObject_Vectorcall(getcurrent, NULL, 0, NULL);
+        if (current == NULL) return -1;
+        PyObject *parent;
+        if (api == NULL) {
+            parent = PyObject_GetAttr(current, parent_name);
+        } else if (Py_TYPE(current) == (PyTypeObject *)api[0]) {
+            parent = ((ppp_green_parent_t)api[11])(current);  /* NULL: none, or an error */
+            if (parent == NULL && !PyErr_Occurred()) parent = Py_NewRef(Py_None);
+        } else {
+            parent = Py_NewRef(current);  /* any non-None */
+        }
+        Py_DECREF(current);
+        if (parent == NULL) return -1;
+        int main = parent == Py_None;
+        Py_DECREF(parent);
+        return main;
+    }
     """
     const bint PPP_GIL
     bint ppp_wr_alive(PyObject *wr)
     PyObject *ppp_dict_get(PyObject *d, PyObject *key)  # borrowed, never raises
+    ctypedef PyObject *(*ppp_noargs_t)(PyObject *, PyObject *) noexcept
+    ppp_noargs_t ppp_noargs_of(PyObject *f, PyObject **self) noexcept
+    int ppp_returns_none(PyObject *f, ppp_noargs_t fn, PyObject *self) except -1
+    int ppp_green_main(void **api, PyObject *getcurrent, PyObject *parent_name) except -1
 
 import math
 import operator
@@ -72,7 +128,7 @@ import sys
 import threading
 
 from ._errors import ProxyException
-from ._proxy_py import _NOT_ASYNC_CM, _NOT_AWAITABLE, NOT_INITIALISED, _special
+from ._proxy_py import _NOT_ASYNC_CM, _NOT_AWAITABLE, NOT_INITIALISED, _special, scope_hooks
 
 __all__ = ["LOCAL", "SHARED", "UNSET", "ProxyBase"]
 
@@ -100,6 +156,9 @@ cdef dict _MODULES = sys.modules
 cdef str _O = "o"
 cdef str _MARK = "_ppp_mark"
 cdef object _MISSING = object()
+cdef str _ASYNCIO = "asyncio"
+cdef str _GREENLET = "greenlet"
+cdef str _PARENT = "parent"
 
 
 @cython.final
@@ -110,18 +169,95 @@ cdef class _Mark:
     cdef object __weakref__
 
 
-cdef bint _plain_thread():
-    """Whether the caller is plain thread code for a VERSATILE local: no running
-    asyncio loop, not in a greenlet other than its thread's main one.  False when
-    unsure (the slow path then decides, as it always did)."""
+# The scope hooks (``scope_hooks()``: asyncio's ``_get_running_loop``, greenlet's
+# ``getcurrent``) as C sees them, GIL builds: taken once each hook is known, and
+# written with no Python code run in between, so under the GIL a reader sees
+# them all or none.  The hooks list keeps the functions alive.
+cdef PyObject *_h_loop = NULL  # _get_running_loop
+cdef ppp_noargs_t _h_loop_fn = NULL  # its C function, called directly
+cdef PyObject *_h_loop_self = NULL
+cdef PyObject *_h_current = NULL  # getcurrent
+cdef void **_h_green = NULL  # greenlet's C API, when it is usable (see _green_api)
+cdef object _h_capsule = None  # the capsule holding it
+
+
+cdef object _green_api(object getcurrent):
+    """greenlet's C API capsule when ``getcurrent`` is greenlet's own and the API
+    has PyGreenlet_GetParent (greenlet >= 2), else None."""
     try:
-        aio = _MODULES.get("asyncio")
-        if aio is not None and aio._get_running_loop() is not None:
-            return False
         greenlet = _MODULES.get("greenlet")
-        if greenlet is not None and greenlet.getcurrent().parent is not None:
-            return False
-    except Exception:
+        module = _MODULES.get("greenlet._greenlet")
+        if module is None or getattr(module, "getcurrent", None) is not getcurrent:
+            return None
+        version = getattr(greenlet, "__version__", "")
+        major = version.partition(".")[0] if isinstance(version, str) else ""
+        if not (major.isdigit() and int(major) >= 2):
+            return None
+        capsule = getattr(greenlet, "_C_API", None)
+        if capsule is None or not PyCapsule_IsValid(capsule, b"greenlet._C_API"):
+            return None
+        return capsule
+    except Exception:  # an odd greenlet: getcurrent is called through Python
+        return None
+
+
+cdef int _take_hooks() except -1:
+    """Take the C views of the hooks known so far (cold: only while asyncio or
+    greenlet is imported and its hook not yet taken)."""
+    global _h_loop, _h_loop_fn, _h_loop_self, _h_current, _h_green, _h_capsule
+    cdef PyObject *loop_self = NULL
+    cdef ppp_noargs_t loop_fn = NULL
+    cdef void **api = NULL
+    get_loop, _, getcurrent = scope_hooks()
+    capsule = None
+    if getcurrent is not None:
+        capsule = _green_api(getcurrent)
+        if capsule is not None:
+            api = <void **>PyCapsule_GetPointer(capsule, b"greenlet._C_API")
+    if get_loop is not None:
+        loop_fn = ppp_noargs_of(<PyObject *>get_loop, &loop_self)
+    # no Python code from here on
+    if get_loop is not None and _h_loop == NULL:
+        _h_loop_fn = loop_fn
+        _h_loop_self = loop_self
+        _h_loop = <PyObject *>get_loop
+    if getcurrent is not None and _h_current == NULL:
+        _h_capsule = capsule  # releases None: runs no Python code
+        _h_green = api
+        _h_current = <PyObject *>getcurrent
+    return 0
+
+
+cdef inline bint _imported(str name) noexcept:
+    """Whether module ``name`` is in sys.modules (None there blocks its import)."""
+    cdef PyObject *module = ppp_dict_get(<PyObject *>_MODULES, <PyObject *>name)
+    return module != NULL and module != <PyObject *>None
+
+
+cdef int _plain_thread() except -1:
+    """Whether the caller is plain thread code for a VERSATILE local: no running
+    asyncio loop, not in a greenlet other than its thread's main one.  Asks
+    asyncio and greenlet through the hooks the slow path uses (``_sub_scope``),
+    from C; 0 when unsure (the slow path then decides)."""
+    if not PPP_GIL:
+        return _plain_thread_any()
+    if _h_loop == NULL and _imported(_ASYNCIO):
+        _take_hooks()
+    if _h_loop != NULL and not ppp_returns_none(_h_loop, _h_loop_fn, _h_loop_self):
+        return False
+    if _h_current == NULL and _imported(_GREENLET):
+        _take_hooks()
+    if _h_current != NULL:
+        return ppp_green_main(_h_green, _h_current, <PyObject *>_PARENT)
+    return True
+
+
+cdef int _plain_thread_any() except -1:
+    """``_plain_thread`` in Python, for free-threaded builds (no shared C state)."""
+    get_loop, _, getcurrent = scope_hooks()
+    if get_loop is not None and get_loop() is not None:
+        return False
+    if getcurrent is not None and getcurrent().parent is not None:
         return False
     return True
 

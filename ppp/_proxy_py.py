@@ -18,12 +18,13 @@ import functools
 import itertools
 import math
 import operator
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._errors import ProxyException
 
-__all__ = ["UNSET", "SHARED", "LOCAL", "ProxyBase", "NOT_INITIALISED"]
+__all__ = ["UNSET", "SHARED", "LOCAL", "ProxyBase", "NOT_INITIALISED", "scope_hooks"]
 
 # binding modes, as in the compiled twin
 UNSET, SHARED, LOCAL = 0, 1, 2
@@ -378,3 +379,32 @@ for _name in (
 ):
     _binary(_name, getattr(operator, _name if _name not in ("and", "or") else f"{_name}_"))
 del _name
+
+
+# ------------------------------------------------------------------ scope hooks
+
+#: asyncio's ``_get_running_loop`` and ``current_task``, and greenlet's
+#: ``getcurrent``: each None until its module is first seen imported, then kept.
+#: Both twins find a VERSATILE caller's scope with these same functions (the
+#: compiled one calls them from C), so they always decide alike; once taken, a
+#: later monkeypatch of the module attributes changes neither.
+_HOOKS: list[Any] = [None, None, None]
+
+
+def scope_hooks() -> list[Any]:
+    """``[_get_running_loop, current_task, getcurrent]``, each None while its
+    module (asyncio, greenlet) is not imported (or not done importing)."""
+    hooks = _HOOKS
+    if hooks[0] is None:
+        aio = sys.modules.get("asyncio")
+        if aio is not None:
+            get_loop = getattr(aio, "_get_running_loop", None)
+            current_task = getattr(aio, "current_task", None)
+            if get_loop is not None and current_task is not None:
+                hooks[1] = current_task  # before [0]: [0] set means both are
+                hooks[0] = get_loop
+    if hooks[2] is None:
+        greenlet = sys.modules.get("greenlet")
+        if greenlet is not None:
+            hooks[2] = getattr(greenlet, "getcurrent", None)
+    return hooks

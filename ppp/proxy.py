@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from . import _backend
 from ._common import USING, _keep_forever, check_timeout
 from ._errors import ProxyException
-from ._proxy_py import LOCAL, NOT_INITIALISED, SHARED, UNSET
+from ._proxy_py import LOCAL, NOT_INITIALISED, SHARED, UNSET, scope_hooks
 
 __all__ = ["Proxy", "Scope"]
 
@@ -200,21 +200,23 @@ def _link_end(sub: Any, callback: Callable[[Any], Any]) -> Callable[[], Any] | N
 
 
 def _current_greenlet() -> Any:
-    greenlet = sys.modules.get("greenlet")
-    return None if greenlet is None else greenlet.getcurrent()
+    getcurrent = scope_hooks()[2]
+    return None if getcurrent is None else getcurrent()
 
 
 def _sub_scope() -> Any:
     """The running asyncio task, else the current greenlet unless it is its thread's
-    main one, else None (plain thread code)."""
-    aio = sys.modules.get("asyncio")
-    if aio is not None and aio._get_running_loop() is not None:
-        task = aio.current_task()
+    main one, else None (plain thread code).  The compiled base's fast check for a
+    plain thread (``_plain_thread``) uses the same hooks and agrees with it."""
+    get_loop, current_task, getcurrent = scope_hooks()
+    if get_loop is not None and get_loop() is not None:
+        task = current_task()
         if task is not None:
             return task
-    current = _current_greenlet()
-    if current is not None and current.parent is not None:
-        return current
+    if getcurrent is not None:
+        current = getcurrent()
+        if current.parent is not None:
+            return current
     return None
 
 

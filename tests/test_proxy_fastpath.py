@@ -210,3 +210,128 @@ def test_names_read_often_and_many_names(Proxy: Any) -> None:
     assert getattr(p, name) == 1
     del p
     assert sys.getrefcount(name) <= before
+
+
+# A fresh interpreter: asyncio and greenlet are imported only after the proxy was
+# created and first read from plain thread code (the scope hooks start empty).
+_LATE_IMPORTS = """
+import sys
+from ppp.proxy import _for_twin
+assert "asyncio" not in sys.modules and "greenlet" not in sys.modules
+Proxy = _for_twin(sys.argv[1])
+made = []
+p = Proxy(fun=lambda n: made.append(n) or n, scope=Proxy.Scope.VERSATILE, max_size=None)
+in_thread = p.real
+import asyncio
+assert p.real == in_thread
+async def task():
+    return p.real
+in_task = asyncio.run(task())
+assert in_task != in_thread and p.real == in_thread
+try:
+    import greenlet
+except ImportError:  # not installed (free-threaded builds)
+    greenlet = None
+if greenlet is not None:
+    assert p.real == in_thread
+    in_greenlet = greenlet.greenlet(lambda: p.real).switch()
+    assert in_greenlet not in (in_thread, in_task) and p.real == in_thread
+print("ok", len(made), greenlet is not None)
+"""
+
+
+def test_versatile_asyncio_and_greenlet_imported_later(backend: ModuleType) -> None:
+    """A VERSATILE proxy created and read before asyncio and greenlet are imported
+    tells tasks and greenlets apart once they are (the scope hooks are taken when
+    their module first shows up)."""
+    import subprocess
+
+    twin = proxy_module._for_twin(backend)._ppp_pool_class._backend
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _LATE_IMPORTS, twin],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    ok, made, with_greenlet = out.stdout.split()
+    assert (ok, made) == ("ok", "3" if with_greenlet == "True" else "2")
+
+
+def test_versatile_loop_started_then_stopped(Proxy: Any) -> None:
+    """Plain thread code reads the thread's object before, between and after event
+    loops run in the same thread; a loop callback outside any task reads it too;
+    tasks read their own."""
+    p = Proxy(fun=counting_fun(), scope=Proxy.Scope.VERSATILE, max_size=None)
+    in_thread = p.n
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def task() -> int:
+            n: int = p.n
+            return n
+
+        in_task = loop.run_until_complete(task())
+        assert in_task != in_thread
+        assert p.n == in_thread  # the loop is stopped: plain thread code again
+        seen: list[int] = []
+        loop.call_soon(lambda: seen.append(p.n))  # a running loop, no task
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert seen == [in_thread]
+        assert p.n == in_thread
+    finally:
+        loop.close()
+    assert p.n == in_thread
+    assert asyncio.run(task()) not in (in_thread, in_task)
+    assert p.n == in_thread
+
+
+def test_versatile_greenlet_paused_and_finished(Proxy: Any) -> None:
+    """A greenlet that pauses (switches back to the thread's main greenlet) keeps its
+    object across the pause while the main greenlet reads the thread's; once the
+    greenlet has finished, the main greenlet still reads the thread's; a new
+    thread's main greenlet is plain thread code too."""
+    greenlet = pytest.importorskip("greenlet")
+    p = Proxy(fun=counting_fun(), scope=Proxy.Scope.VERSATILE, max_size=None)
+    in_thread = p.n
+    main = greenlet.getcurrent()
+
+    def body() -> int:
+        first: int = p.n
+        main.switch(first)  # pause
+        assert p.n == first
+        return first
+
+    g = greenlet.greenlet(body)
+    in_greenlet = g.switch()
+    assert in_greenlet != in_thread
+    assert p.n == in_thread  # in main, the greenlet paused
+    assert g.switch() == in_greenlet  # resumed, then finished
+    assert g.dead
+    assert p.n == in_thread
+    other: list[int] = []
+    run_thread(lambda: other.append(p.n))
+    assert other[0] not in (in_thread, in_greenlet)
+
+
+def test_versatile_plain_thread_read_skips_the_slow_path(
+    backend: ModuleType, Proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled twin: with asyncio and greenlet imported, a plain thread's VERSATILE
+    read answers the scope question from C and reads the thread's local directly,
+    never through the VERSATILE local's own (slow) attribute lookup."""
+    if backend.Pool._backend != "cython":
+        pytest.skip("the pure twin always reads through the local")
+    pytest.importorskip("greenlet")
+    p = Proxy(fun=counting_fun(), scope=Proxy.Scope.VERSATILE, max_size=None)
+    in_thread = p.n
+    assert "asyncio" in sys.modules and "greenlet" in sys.modules
+
+    def slow(self: Any, name: str) -> Any:
+        raise AssertionError(f"slow path taken for {name!r}")
+
+    monkeypatch.setattr(type(p._ppp_st.local), "__getattr__", slow)
+    assert p.n == in_thread
+    assert p.reader == 0

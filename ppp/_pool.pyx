@@ -392,6 +392,14 @@ cdef extern from *:
     _Slot _pop_slot "ppp_list_pop"(PyObject *lst)
 
 
+cdef inline void _check_out(_Slot slot, double last_get) noexcept:
+    """An idle slot's own fields as it is handed out (the caller counts the use)."""
+    slot.state = S_USING
+    slot.uses += 1
+    slot.last_get = last_get
+    slot.warned = False
+
+
 cdef inline Py_ssize_t _seq_of(object entry) except? -1:
     """The ``seq`` of an entry of ``_reg``: a slot's, or a forgotten one's (an int)."""
     if isinstance(entry, _Slot):
@@ -579,27 +587,34 @@ cdef class _Core:
         slot.lent_in = -1
         ppp_bucket_unlock(bk)
 
-    cdef Py_ssize_t _bucket_sum(self, int which) noexcept:
-        """The buckets' plain gets (0), returns (1) not yet in the pool's counts (read
+    cdef void _bucket_counts(self, Py_ssize_t *uses, Py_ssize_t *returns) noexcept:
+        """The buckets' plain gets and returns not yet in the pool's counts (read
         without their locks: exact when no get or ret runs)."""
-        cdef Py_ssize_t i, total = 0
+        cdef Py_ssize_t i
         cdef ppp_bucket_t *bk
+        uses[0] = returns[0] = 0
         for i in range(PPP_NB):
             bk = ppp_bucket_at(self._bk, i)
-            total += bk.nreturns if which else bk.nuses
-        return total
+            uses[0] += bk.nuses
+            returns[0] += bk.nreturns
 
     @property
     def _nusing(self):
-        return self._c_nusing + self._bucket_sum(0) - self._bucket_sum(1)
+        cdef Py_ssize_t uses, returns
+        self._bucket_counts(&uses, &returns)
+        return self._c_nusing + uses - returns
 
     @property
     def _nuses(self):
-        return self._c_nuses + self._bucket_sum(0)
+        cdef Py_ssize_t uses, returns
+        self._bucket_counts(&uses, &returns)
+        return self._c_nuses + uses
 
     @property
     def _nreturns(self):
-        return self._c_nreturns + self._bucket_sum(1)
+        cdef Py_ssize_t uses, returns
+        self._bucket_counts(&uses, &returns)
+        return self._c_nreturns + returns
 
     cdef inline double _now_c(self) except? -1.0:
         if self._clock is None:
@@ -670,10 +685,7 @@ cdef class _Core:
             bk.lent = p
             bk.nuses += 1
             (<_Slot>p).lent_in = bi
-            (<_Slot>p).state = S_USING
-            (<_Slot>p).uses += 1
-            (<_Slot>p).last_get = now
-            (<_Slot>p).warned = False
+            _check_out(<_Slot>p, now)
             if self._getter is None and not self._leak_trace:
                 result = (<_Slot>p).obj  # (the reference taken before the unlock)
                 ppp_bucket_unlock(bk)
@@ -733,8 +745,14 @@ cdef class _Core:
         bk = ppp_bucket_at(self._bk, ppp_bucket_index())
         ppp_bucket_lock(bk)
         p = bk.lent
-        if p != NULL and bk.parked == NULL and (<_Slot>p).obj is obj and self._plain_ret(
-            <_Slot>p, now
+        if (
+            p != NULL
+            and bk.parked == NULL
+            and (<_Slot>p).obj is obj
+            and (<_Slot>p).state == S_USING
+            and (<_Slot>p).holder is None  # (else the locked path clears them)
+            and (<_Slot>p).stack is None
+            and self._returns_idle(<_Slot>p, now)
         ):
             # the object this thread's bucket lent, and the bucket is free: parked
             # there without the pool's lock (the same outcome as the locked path's)
@@ -761,12 +779,7 @@ cdef class _Core:
             self._warn_bad_return(obj)
             return None
         slot = <_Slot>found
-        if self._retter is None and not (
-            Py_SIZE(<PyObject *>self._waiters)  # a deque's length (always a deque: _new_state)
-            or self._shutdown
-            or (self._max_use and slot.uses >= self._max_use)
-            or (self._max_lifetime and now - slot.created >= self._max_lifetime)
-        ):
+        if self._returns_idle(slot, now):
             # parked in this thread's bucket; what it held goes on top of the idle
             # stack (pushed first: a failure to grow the stack changes nothing)
             ppp_bucket_lock(bk)
@@ -800,18 +813,15 @@ cdef class _Core:
             raise
         self._after_ret(obj, code)
 
-    cdef inline bint _plain_ret(self, _Slot slot, double now) noexcept:
-        """Whether returning ``slot`` (in use) just makes it idle: no retter, no hook's
-        state on it, no waiter, not shut down, not worn out, not expired.  Read in a
-        bucket's critical section: a waiter queued or a shutdown made before the
-        last _quiesce of the bucket is seen (its lock orders them)."""
+    cdef inline bint _returns_idle(self, _Slot slot, double now) noexcept:
+        """Whether returning ``slot`` (in use) just makes it idle: no retter, no
+        waiter, not shut down, not worn out, not expired.  In a bucket's critical
+        section (the parking return), a waiter queued or a shutdown made before the
+        last _quiesce of the bucket is seen: that bucket's lock orders them."""
         return (
-            slot.state == S_USING
-            and self._retter is None
-            and slot.holder is None
-            and slot.stack is None
+            self._retter is None
             and not self._shutdown
-            and Py_SIZE(<PyObject *>self._waiters) == 0
+            and Py_SIZE(<PyObject *>self._waiters) == 0  # a deque (_new_state)
             and not (self._max_use and slot.uses >= self._max_use)
             and not (self._max_lifetime and now - slot.created >= self._max_lifetime)
         )
@@ -860,12 +870,9 @@ cdef class _Core:
     cdef inline _Slot _take_idle(self, double last_get):
         """The top idle object, checked out (lock held; ``_avail`` not empty)."""
         cdef _Slot slot = _pop_slot(<PyObject *>self._avail)
-        slot.state = S_USING
-        slot.uses += 1
+        _check_out(slot, last_get)
         self._c_nuses += 1
         self._c_nusing += 1
-        slot.last_get = last_get
-        slot.warned = False
         return slot
 
     cdef inline bint _starving(self, Waiter waiter, double now):

@@ -26,12 +26,14 @@ import faulthandler
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 LOCK_DEADLINE = 5.0  # seconds a stats() or get(0)/ret from another thread may take
+THREADS_DEADLINE = 90.0  # seconds the threads of one run_threads() round may take
 
 
 class Res:
@@ -82,6 +84,49 @@ def dump_all(what: str) -> None:
     sys.stderr.write(f"\n=== {what}: stacks of all threads ===\n")
     sys.stderr.flush()
     faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+
+def all_stacks() -> str:
+    """Every thread's Python stack, as text (for a failure's message)."""
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            out.append(f"--- {thread.name}\n" + "".join(traceback.format_stack(frame)))
+    return "\n".join(out)
+
+
+def run_threads(
+    targets: list[Callable[[], None]], errors: list[str], deadline: float = THREADS_DEADLINE
+) -> None:
+    """Run every target in its own thread, all started before any is joined; what
+    one raises is appended to ``errors`` (its traceback).  A thread that does not
+    finish within ``deadline`` seconds (for all of them) is a hang: every stack is
+    dumped (faulthandler, and in the failure) and ``Hang`` raised."""
+    threads = [
+        threading.Thread(target=_guarded(target, errors), name=f"w{i}", daemon=True)
+        for i, target in enumerate(targets)
+    ]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + deadline
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    hung = [t.name for t in threads if t.is_alive()]
+    if hung:
+        faulthandler.dump_traceback(all_threads=True)
+        raise Hang(f"hang: {len(hung)} thread(s) still running: {hung}\n{all_stacks()}")
+
+
+def _guarded(target: Callable[[], None], errors: list[str]) -> Callable[[], None]:
+    def body() -> None:
+        try:
+            target()
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    return body
 
 
 def call_with_deadline(

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from invariants import run_threads
 
 from ppp._common import NBUCKETS, bucket_of
 
@@ -206,27 +207,19 @@ def test_no_waiter_sleeps_beside_a_parked_object(Pool: Any, nobjs: int) -> None:
     until its timeout with an object idle)."""
     nthreads, rounds, pairs = 8, 10, 300
     pool = Pool(lambda n: [n], max_size=nobjs, timeout=20.0)
-    errors: list[BaseException] = []
+    errors: list[str] = []
     try:
         for rnd in range(rounds):
             barrier = threading.Barrier(nthreads)
 
             def worker(barrier: threading.Barrier = barrier) -> None:
-                try:
-                    barrier.wait(DEADLINE)
-                    for _ in range(pairs):
-                        o = pool.get()
-                        pool.ret(o)
-                except BaseException as exc:  # reported below
-                    errors.append(exc)
+                barrier.wait(DEADLINE)
+                for _ in range(pairs):
+                    o = pool.get()
+                    pool.ret(o)
 
-            threads = [threading.Thread(target=worker) for _ in range(nthreads)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-                assert not t.is_alive(), f"round {rnd}: a worker is stuck"
-            assert not errors, f"round {rnd}: {errors[0]!r}"
+            run_threads([worker] * nthreads, errors, deadline=60)
+            assert not errors, f"round {rnd}: {errors[0]}"
             s = pool.stats()
             assert (s["nusing"], s["nwaiting"]) == (0, 0), s
             assert 1 <= s["navail"] == s["nobjs"] <= nobjs, s

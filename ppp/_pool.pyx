@@ -150,7 +150,9 @@ cdef extern from *:
        slot without the pool's index.  Both pointers are borrowed: a parked or
        lent slot is always registered (every locked step that can forget a slot
        first takes every parked one back and clears every lent one, each under
-       its bucket's lock: _Core._quiesce).  ``nuses`` and ``nreturns`` count the
+       its bucket's lock: _Core._quiesce).  A slot is parked or lent in its final
+       state: another thread of the bucket may take it the moment the bucket is
+       unlocked, with no other lock.  ``nuses`` and ``nreturns`` count the
        bucket's plain gets and returns until _quiesce adds them to the pool's.
        GIL build: nothing in a bucket's critical section releases the GIL, so
        the bucket lock is the GIL itself. */
@@ -366,9 +368,11 @@ cdef class _Slot:
     cdef public int state
     cdef public double created, last_get, last_ret
     cdef public bint warned
-    # the bucket whose ``lent`` may point here (-1: none); written under that
-    # bucket's lock, as ``lent`` is; a hint: the bucket's ``lent`` decides
-    cdef Py_ssize_t lent_in
+    # the bucket whose ``lent`` or ``parked`` may point here (-1: none).  Written
+    # only under the pool's lock (the plain get and ret move a slot between its
+    # bucket's ``parked`` and ``lent``, never to another bucket), so a locked step
+    # reads it exactly; it may be stale (the bucket has let go): the bucket decides
+    cdef Py_ssize_t bucket
 
     def __init__(self, obj, Py_ssize_t n, double now):
         self.obj = obj
@@ -383,7 +387,7 @@ cdef class _Slot:
         self.holder = None
         self.stack = None
         self.warned = False
-        self.lent_in = -1
+        self.bucket = -1
 
 
 cdef extern from *:
@@ -560,9 +564,10 @@ cdef class _Core:
                 err = ppp_list_push_raw(<PyObject *>self._avail, p)  # allocation only
                 if err == 0:
                     bk.parked = NULL
+                    (<_Slot>p).bucket = -1
                     moved += 1
             if bk.lent != NULL:
-                (<_Slot>bk.lent).lent_in = -1
+                (<_Slot>bk.lent).bucket = -1
                 bk.lent = NULL
             self._c_nuses += bk.nuses
             self._c_nreturns += bk.nreturns
@@ -577,15 +582,25 @@ cdef class _Core:
             self._rewake()
         return 0
 
-    cdef void _unlend(self, _Slot slot) noexcept:
-        """``slot`` is no longer lent by a bucket (pool lock held): a return through
-        that bucket now takes the locked path."""
-        cdef ppp_bucket_t *bk = ppp_bucket_at(self._bk, slot.lent_in)
+    cdef bint _unlend(self, _Slot slot) noexcept:
+        """Let go of ``slot`` in the bucket that may hold it (pool lock held), before
+        a return through the pool's lock reads its state: no plain get or ret can
+        touch it after this (two threads returning it at once: one counts, as under
+        one lock).  False when the slot is parked there: it is idle (its state may
+        change as soon as the bucket is unlocked: decided here)."""
+        cdef ppp_bucket_t *bk
+        if slot.bucket < 0:
+            return True
+        bk = ppp_bucket_at(self._bk, slot.bucket)
         ppp_bucket_lock(bk)
+        if bk.parked == <PyObject *>slot:
+            ppp_bucket_unlock(bk)
+            return False
         if bk.lent == <PyObject *>slot:
             bk.lent = NULL
-        slot.lent_in = -1
+        slot.bucket = -1
         ppp_bucket_unlock(bk)
+        return True
 
     cdef void _bucket_counts(self, Py_ssize_t *uses, Py_ssize_t *returns) noexcept:
         """The buckets' plain gets and returns not yet in the pool's counts (read
@@ -684,7 +699,6 @@ cdef class _Core:
             bk.parked = NULL
             bk.lent = p
             bk.nuses += 1
-            (<_Slot>p).lent_in = bi
             _check_out(<_Slot>p, now)
             if self._getter is None and not self._leak_trace:
                 result = (<_Slot>p).obj  # (the reference taken before the unlock)
@@ -701,7 +715,7 @@ cdef class _Core:
                 slot = self._take_idle(now)
                 ppp_bucket_lock(bk)
                 bk.lent = <PyObject *>slot
-                slot.lent_in = bi
+                slot.bucket = bi
                 ppp_bucket_unlock(bk)
             self._unlk()
         if slot is None:
@@ -727,8 +741,9 @@ cdef class _Core:
         cdef PyObject *found
         cdef PyObject *p
         cdef ppp_bucket_t *bk
-        cdef Py_ssize_t uses
+        cdef Py_ssize_t uses, bi
         cdef double now = 0.0
+        cdef object holder, stack
         if ppp_lock_held_here(&self._lock):
             # a finalizer run (by the GC) while this thread is inside the pool:
             # give the object back once the lock is released
@@ -742,7 +757,8 @@ cdef class _Core:
             except BaseException:  # a clock interrupted: the object is retired
                 self._ret_interrupted(obj)
                 raise
-        bk = ppp_bucket_at(self._bk, ppp_bucket_index())
+        bi = ppp_bucket_index()
+        bk = ppp_bucket_at(self._bk, bi)
         ppp_bucket_lock(bk)
         p = bk.lent
         if (
@@ -759,7 +775,6 @@ cdef class _Core:
             bk.parked = p
             bk.lent = NULL
             bk.nreturns += 1
-            (<_Slot>p).lent_in = -1
             (<_Slot>p).last_ret = now
             (<_Slot>p).state = S_IDLE
             ppp_bucket_unlock(bk)
@@ -769,11 +784,11 @@ cdef class _Core:
         ppp_bucket_unlock(bk)
         self._lk()
         found = ppp_table_get(&self._index, <void*>obj)
-        if found is not NULL and (<_Slot>found).lent_in >= 0:
-            # no return through a bucket can touch the slot after this (two
-            # threads returning it at once: one counts, as under one lock)
-            self._unlend(<_Slot>found)
-        if found is NULL or (<_Slot>found).state != S_USING:
+        if (
+            found is NULL
+            or not self._unlend(<_Slot>found)
+            or (<_Slot>found).state != S_USING
+        ):
             self._nbad_returns += 1
             self._unlk()
             self._warn_bad_return(obj)
@@ -781,22 +796,31 @@ cdef class _Core:
         slot = <_Slot>found
         if self._returns_idle(slot, now):
             # parked in this thread's bucket; what it held goes on top of the idle
-            # stack (pushed first: a failure to grow the stack changes nothing)
+            # stack (pushed first: a failure to grow the stack changes nothing).
+            # The slot is idle before it is parked: from then on another thread of
+            # the bucket may take it, without the pool's lock (its holder and leak
+            # stack are dropped once the locks are released: no finalizer runs here)
+            holder = slot.holder
+            stack = slot.stack
             ppp_bucket_lock(bk)
             p = bk.parked
             if p != NULL and ppp_list_push_raw(<PyObject *>self._avail, p) < 0:
                 ppp_bucket_unlock(bk)
                 self._unlk()
                 raise MemoryError("cannot grow the idle stack")
+            if p != NULL:
+                (<_Slot>p).bucket = -1
+            slot.holder = None
+            slot.stack = None
+            slot.last_ret = now
+            slot.state = S_IDLE
+            slot.bucket = bi
             bk.parked = <PyObject *>slot
             ppp_bucket_unlock(bk)
             self._c_nreturns += 1
             self._c_nusing -= 1
-            slot.last_ret = now
-            slot.holder = None
-            slot.stack = None
-            slot.state = S_IDLE
             self._unlk()
+            holder = stack = None
             if self._deferred:
                 self._drain_deferred()
             return None

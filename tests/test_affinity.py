@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from invariants import run_threads
 
+from ppp import TimeOut
 from ppp._common import NBUCKETS, bucket_of
 
 DEADLINE = 30.0
@@ -42,7 +43,13 @@ class Worker:
                 self.results.put((False, exc))
 
     def run(self, call: Callable[[], Any]) -> Any:
+        self.start(call)
+        return self.result()
+
+    def start(self, call: Callable[[], Any]) -> None:
         self.calls.put(call)
+
+    def result(self) -> Any:
         ok, value = self.results.get(timeout=DEADLINE)
         if not ok:
             raise value
@@ -255,5 +262,78 @@ def test_concurrent_double_returns_of_a_lent_object(Pool: Any, workers: list[Wor
             assert s["nreturns"] - before["nreturns"] == 1, rnd
             assert s["nbad_returns"] - before["nbad_returns"] == 3, rnd
             assert s["nusing"] == 0 and [slot.obj for slot in pool._avail].count(obj) == 1, rnd
+    finally:
+        pool.shutdown()
+
+
+@pytest.fixture
+def bucket_mates() -> Iterator[list[Worker]]:
+    """Three threads alive for the test, all in one bucket (threads are started
+    until three share one; the others are stopped)."""
+    started: list[Worker] = []
+    try:
+        by_bucket: dict[int, list[Worker]] = {}
+        while True:
+            w = Worker()
+            started.append(w)
+            by_bucket.setdefault(w.bucket, []).append(w)
+            if len(by_bucket[w.bucket]) == 3:
+                break
+            assert len(started) < 500, "no three threads in one bucket"
+        yield by_bucket[w.bucket]
+    finally:
+        for w in started:
+            w.stop()
+
+
+@pytest.mark.parametrize("nobjs", [2, 3, 6])
+def test_threads_of_one_bucket_never_share_an_object(
+    Pool: Any, bucket_mates: list[Worker], nobjs: int
+) -> None:
+    """Threads of one bucket hammer the pool: one's return through the pool's lock
+    parks an object that another takes back at once without it.  No object is
+    ever held by two threads, and after every round each is idle exactly once
+    (with the GIL off, the slot was parked before it was marked idle: a mate took
+    it, then the late store marked it idle while held, and its return was lost)."""
+    rounds, pairs = 20, 2000
+    pool = Pool(lambda n: [n, None], max_size=nobjs, timeout=DEADLINE)
+    try:
+        for rnd in range(rounds):
+            before = pool.stats()
+            barrier = threading.Barrier(len(bucket_mates))
+
+            def hammer(me: int, barrier: threading.Barrier = barrier) -> list[str]:
+                problems = []
+                barrier.wait(DEADLINE)
+                for i in range(pairs):
+                    o = pool.get()
+                    if o[1] is not None:
+                        problems.append(f"pair {i}: {o[0]} held by {o[1]} and {me}")
+                    o[1] = me
+                    if i % 3 == me:  # now and then two at once: the bucket's lent changes
+                        try:
+                            o2 = pool.get(0)  # (waiting here could deadlock the mates)
+                        except TimeOut:
+                            o2 = None
+                        if o2 is not None:
+                            if o2[1] is not None:
+                                problems.append(f"pair {i}: {o2[0]} held by {o2[1]} and {me}")
+                            o2[1] = me
+                            o2[1] = None
+                            pool.ret(o2)
+                    o[1] = None
+                    pool.ret(o)
+                return problems
+
+            for me, w in enumerate(bucket_mates):
+                w.start(partial(hammer, me))
+            problems = [p for w in bucket_mates for p in w.result()]
+            assert not problems, f"round {rnd}: {problems[:5]}"
+            s = pool.stats()
+            idle = [slot.obj[0] for slot in pool._avail]
+            assert (s["nusing"], s["nwaiting"], s["nbad_returns"]) == (0, 0, 0), (rnd, s)
+            assert sorted(idle) == sorted(set(idle)) and len(idle) == s["nobjs"], (rnd, idle, s)
+            done = s["nreturns"] - before["nreturns"]
+            assert done == s["nuses"] - before["nuses"] >= len(bucket_mates) * pairs, (rnd, s)
     finally:
         pool.shutdown()

@@ -175,10 +175,28 @@ cdef extern from *:
     static void ppp_buckets_clear(ppp_bucket_pad *a) {
         memset(a, 0, PPP_NB * sizeof(ppp_bucket_pad));
     }
-    /* The same function of the thread's id as ppp._common.bucket_of. */
+    /* The same function of the thread's id as ppp._common.bucket_of.  Free-threaded
+       build: where the thread pointer (_Py_ThreadId, a register read) is the id
+       threading.get_ident() returns (x86-64 with glibc or musl: both are the
+       thread's control block), it is read instead of calling
+       PyThread_get_thread_ident; checked once at import (ppp_ident_init), as the
+       twins must choose the same bucket. */
+    #ifdef Py_GIL_DISABLED
+    static int ppp_tid_is_ident = 0;
+    static void ppp_ident_init(void) {
+        ppp_tid_is_ident = (_Py_ThreadId() == (uintptr_t)PyThread_get_thread_ident());
+    }
+    static CYTHON_INLINE Py_ssize_t ppp_bucket_index(void) {
+        unsigned long id = ppp_tid_is_ident ? (unsigned long)_Py_ThreadId()
+                                            : PyThread_get_thread_ident();
+        return (Py_ssize_t)(id % PPP_NB);
+    }
+    #else
+    static void ppp_ident_init(void) {}
     static CYTHON_INLINE Py_ssize_t ppp_bucket_index(void) {
         return (Py_ssize_t)(PyThread_get_thread_ident() % PPP_NB);
     }
+    #endif
     static CYTHON_INLINE ppp_bucket_t *ppp_bucket_at(ppp_bucket_pad *a, Py_ssize_t i) {
         return &a[i].b;
     }
@@ -200,6 +218,7 @@ cdef extern from *:
     ppp_bucket_pad *ppp_buckets_alloc(void **raw) noexcept
     void ppp_buckets_clear(ppp_bucket_pad *a) noexcept
     Py_ssize_t ppp_bucket_index() noexcept
+    void ppp_ident_init() noexcept
     ppp_bucket_t *ppp_bucket_at(ppp_bucket_pad *a, Py_ssize_t i) noexcept
     void ppp_bucket_lock(ppp_bucket_t *bk) noexcept
     void ppp_bucket_unlock(ppp_bucket_t *bk) noexcept
@@ -357,6 +376,13 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+ppp_ident_init()
+
+
+def _bucket_here():
+    """The bucket of the calling thread, as the compiled hot path computes it (tests:
+    it must be ``ppp._common.bucket_of(threading.get_ident())``)."""
+    return ppp_bucket_index()
 
 
 @cython.auto_pickle(False)

@@ -87,6 +87,27 @@ def test_bucket_of_spreads_threads() -> None:
         assert {bucket_of(base + k * step) for k in range(NBUCKETS)} == set(range(NBUCKETS))
 
 
+def test_compiled_bucket_is_bucket_of_the_ident() -> None:
+    """The compiled hot path's bucket (from the thread pointer where that is the
+    thread's id) is ``bucket_of(threading.get_ident())`` in every thread."""
+    _pool = pytest.importorskip("ppp._pool")
+    seen: list[tuple[int, int]] = []
+
+    def probe() -> None:
+        seen.append((_pool._bucket_here(), bucket_of(threading.get_ident())))
+
+    probe()
+    for _ in range(4):  # threads started in batches: new stacks, new control blocks
+        threads = [threading.Thread(target=probe) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DEADLINE)
+    assert len(seen) == 65
+    assert all(mine == theirs for mine, theirs in seen), seen
+    assert len({theirs for _, theirs in seen}) > 1  # (the threads had different buckets)
+
+
 def test_a_thread_gets_back_the_object_it_returned(Pool: Any, workers: list[Worker]) -> None:
     a, b = apart(workers)
     pool = Pool(lambda n: [n], max_size=2)

@@ -93,12 +93,15 @@ def test_compiled_bucket_is_bucket_of_the_ident() -> None:
     _pool = pytest.importorskip("ppp._pool")
     seen: list[tuple[int, int]] = []
 
-    def probe() -> None:
+    def probe(barrier: threading.Barrier | None = None) -> None:
         seen.append((_pool._bucket_here(), bucket_of(threading.get_ident())))
+        if barrier is not None:  # alive until all 16 probed: 16 different ids
+            barrier.wait(DEADLINE)
 
     probe()
-    for _ in range(4):  # threads started in batches: new stacks, new control blocks
-        threads = [threading.Thread(target=probe) for _ in range(16)]
+    for _ in range(4):
+        barrier = threading.Barrier(16)
+        threads = [threading.Thread(target=probe, args=(barrier,)) for _ in range(16)]
         for t in threads:
             t.start()
         for t in threads:

@@ -140,6 +140,53 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* ``Pool.ret``: a method descriptor whose C function takes the object as the
+       caller passed it (borrowed).  Cython's own wrapper takes a new reference
+       to each argument and drops it on the way out: on the free-threaded build,
+       for an object another thread made, two atomic writes to its shared
+       reference count and a call to release it, on every return.  The
+       signature is the pure twin's: ret(self, /, obj). */
+    typedef PyObject *(*ppp_ret_fn)(PyObject *self, PyObject *obj);
+    static ppp_ret_fn ppp_ret_impl = NULL;
+    static PyObject *ppp_ret_call(PyObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs, PyObject *kwnames) {
+        Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+        if (nargs == 1 && nkw == 0)
+            return ppp_ret_impl(self, args[0]);
+        if (nargs == 0 && nkw == 1) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
+            if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "obj") == 0)
+                return ppp_ret_impl(self, args[0]);
+            PyErr_Format(PyExc_TypeError,
+                         "ret() got an unexpected keyword argument '%S'", name);
+            return NULL;
+        }
+        if (nargs + nkw == 0)
+            PyErr_SetString(PyExc_TypeError,
+                            "ret() missing 1 required argument: 'obj'");
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "ret() takes 1 argument (%zd given)", nargs + nkw);
+        return NULL;
+    }
+    static PyMethodDef ppp_ret_def = {
+        "ret", (PyCFunction)(void (*)(void))ppp_ret_call, METH_FASTCALL | METH_KEYWORDS,
+        "ret($self, /, obj)\\n--\\n\\n"
+        "Give back an object obtained from ``get``.\\n\\n"
+        "A second return, or the return of an object the pool does not hold in\\n"
+        "use, is ignored with a warning."
+    };
+    static PyObject *ppp_ret_descriptor(PyObject *type, ppp_ret_fn impl) {
+        ppp_ret_impl = impl;
+        return PyDescr_NewMethod((PyTypeObject *)type, &ppp_ret_def);
+    }
+    """
+    ctypedef object (*ppp_ret_fn)(object, object)
+    object ppp_ret_descriptor(object type, ppp_ret_fn impl)
+
+
+cdef extern from *:
+    """
     /* Thread affinity: each thread hashes to one of PPP_NB buckets.  A plain
        return with no waiter parks the object in the returning thread's bucket,
        and that thread's next plain get takes it back, under the bucket's own
@@ -671,8 +718,8 @@ cdef class _Core:
 
     # ------------------------------------------------------------ hot path
 
-    # get and ret: plain method descriptors (the call as cheap as SimpleQueue's),
-    # their signatures embedded for inspect.signature
+    # get: a plain method descriptor (the call as cheap as SimpleQueue's), its
+    # signature embedded for inspect.signature; ret: Pool.ret (see ppp_ret_call)
     @cython.binding(False)
     @cython.embedsignature(True)
     @cython.embedsignature.format("clinic")
@@ -683,16 +730,6 @@ cdef class _Core:
         ``TimeOut`` on timeout, ``PoolException`` after shutdown, and whatever
         ``fun`` raises when creating."""
         return self._get_c(timeout)
-
-    @cython.binding(False)
-    @cython.embedsignature(True)
-    @cython.embedsignature.format("clinic")
-    def ret(self, obj):
-        """Give back an object obtained from ``get``.
-
-        A second return, or the return of an object the pool does not hold in
-        use, is ignored with a warning."""
-        self._ret_c(obj)
 
     def obj(self, timeout=None):
         """Get an object for a ``with`` block; it is returned on exit, exceptions included."""
@@ -1616,6 +1653,11 @@ cdef class _Lease:
         self._pool._ret_c(self._obj)
 
 
+cdef object _ret_entry(object pool, object obj):
+    """``Pool.ret``'s body (the descriptor checked that ``pool`` is a _Core)."""
+    return (<_Core>pool)._ret_c(obj)
+
+
 class Pool(_Core, PoolBase):
     """Thread-safe pool of objects created on demand by ``fun(n)`` (compiled twin).
 
@@ -1626,3 +1668,4 @@ class Pool(_Core, PoolBase):
     _Slot = _Slot
     _Waiter = Waiter
     _backend = "cython"
+    ret = ppp_ret_descriptor(_Core, _ret_entry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,6 +66,36 @@ def test_unhashable_and_equal_objects_tracked_by_identity(Pool: Any) -> None:
     pool.ret(c)
     pool.ret(a)
     assert pool.stats()["navail"] == 3
+
+
+def test_ret_takes_obj_by_position_or_keyword(Pool: Any) -> None:
+    """``ret(self, /, obj)`` on both twins (the compiled one has its own C entry
+    point, which takes the object without a reference of its own); a wrong call
+    is a TypeError that changes nothing."""
+    pool = Pool(lambda n: [n], max_size=2)
+    try:
+        a, b = pool.get(), pool.get()
+        pool.ret(a)
+        pool.ret(obj=b)
+        s = pool.stats()
+        assert (s["nreturns"], s["nusing"], s["nbad_returns"]) == (2, 0, 0)
+        held = pool.get()
+        bad: Callable[[], Any]
+        for bad in (
+            lambda: pool.ret(),
+            lambda: pool.ret(held, held),
+            lambda: pool.ret(objs=held),
+            lambda: pool.ret(held, obj=held),
+            lambda: type(pool).ret(pool),
+        ):
+            with pytest.raises(TypeError):
+                bad()
+        s = pool.stats()
+        assert (s["nreturns"], s["nusing"], s["nbad_returns"]) == (2, 1, 0)
+        type(pool).ret(pool, held)  # unbound, as a plain function
+        assert pool.stats()["nusing"] == 0
+    finally:
+        pool.shutdown()
 
 
 def test_double_return_ignored_with_warning(Pool: Any, counter: Any, pool_log: Any) -> None:

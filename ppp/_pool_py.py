@@ -326,7 +326,11 @@ class Pool(PoolBase):
     # ------------------------------------------------------------ hot path
 
     def get(self, /, timeout: float | None = None) -> Any:
-        """Get an object: the last one returned if any is idle, else a new one, else wait.
+        """Get an object: an idle one if any, else a new one, else wait.
+
+        Among idle objects, the one this thread returned last comes first, then
+        the most recently returned (thread affinity: see the README's Pool
+        reference).
 
         ``timeout`` (seconds) defaults to the pool's; ``0`` does not wait.  Raises
         ``TimeOut`` on timeout, ``PoolException`` after shutdown, and whatever

@@ -76,8 +76,9 @@ ensure_build_deps() {
   done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing build dependencies: ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >&2
+    # (waits up to 10 min for dpkg's lock: another apt-get may be installing)
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+      install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
 }
 

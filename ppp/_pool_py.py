@@ -169,7 +169,7 @@ class Waiter:
 
 def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> _T:
     try:
-        if pool._nparked:  # every locked step sees the parked objects on the stack
+        if any(pool._parked):  # every locked step sees the parked objects on the stack
             pool._quiesce()
         return method(pool, *args)
     except BaseException:
@@ -227,7 +227,6 @@ class Pool(PoolBase):
         "_lock",
         "_nbad_returns",
         "_nended",
-        "_nparked",
         "_nreturns",
         "_nuses",
         "_parked",
@@ -262,7 +261,6 @@ class Pool(PoolBase):
         self._avail: list[Any] = []
         # per bucket (see ppp._common.NBUCKETS): the object parked there, or None
         self._parked: list[Any] = [None] * NBUCKETS
-        self._nparked = 0
         self._waiters: deque[Any] = deque()
         self._deferred: list[Any] = []
         self._closing: deque[Any] = deque()  # FIFO: a shutdown queues every idle object
@@ -292,7 +290,7 @@ class Pool(PoolBase):
         """Take the pool's lock (tests: they read the state under it), parked
         objects taken back first, as every locked step does."""
         self._lock.acquire()
-        if self._nparked:
+        if any(self._parked):
             self._quiesce()
 
     def _quiesce(self) -> None:
@@ -304,7 +302,7 @@ class Pool(PoolBase):
         for b in range(NBUCKETS):
             slot = parked[b]
             if slot is not None:
-                parked[b] = None; self._nparked -= 1; self._avail += (slot,); moved += 1  # noqa: E702
+                parked[b] = None; self._avail += (slot,); moved += 1  # noqa: E702
         if moved and self._waiters:  # (never here: a return does not park while threads wait)
             self._nfreed += moved
             self._rewake()
@@ -346,7 +344,7 @@ class Pool(PoolBase):
                 parked = self._parked
                 slot = parked[b]
                 if slot is not None:  # this thread's bucket parked it (never after shutdown)
-                    parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
+                    parked[b] = None; slot.state = USING; slot.uses += 1; self._nuses += 1; mine = slot  # noqa: E501,E702
                 else:
                     avail = self._avail
                     if avail and not self._shutdown:
@@ -379,7 +377,7 @@ class Pool(PoolBase):
             parked = self._parked
             slot = parked[b]
             if slot is not None:
-                parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
+                parked[b] = None; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; mine = slot  # noqa: E501,E702
             else:
                 avail = self._avail
                 if avail and not self._shutdown:
@@ -412,7 +410,7 @@ class Pool(PoolBase):
             parked = self._parked
             slot = parked[b]
             if slot is not None:
-                parked[b] = None; self._nparked -= 1; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
+                parked[b] = None; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = now; slot.warned = False; lease._obj = slot.obj; lease._uses = slot.uses; lease._slot = slot; lease.__class__ = _OpenLease  # noqa: E501,E702
             else:
                 avail = self._avail
                 if avail and not self._shutdown:
@@ -457,7 +455,7 @@ class Pool(PoolBase):
                 self._nbad_returns += 1
             elif not (self._waiters or self._shutdown):
                 # parked in this thread's bucket; what it held goes on top of the stack
-                parked = self._parked; old = parked[b]; parked[b] = slot; self._nparked += old is None; self._avail += () if old is None else (old,); self._nreturns += 1; slot.state = IDLE; uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
+                parked = self._parked; old = parked[b]; parked[b] = slot; self._avail += () if old is None else (old,); self._nreturns += 1; slot.state = IDLE; uses = -2  # noqa: E501,E702  (-2: back, nothing to undo)
             lock.release()
             if uses == -2:
                 if self._deferred:
@@ -502,7 +500,7 @@ class Pool(PoolBase):
                 or (self._max_use and uses >= self._max_use)
                 or (self._max_lifetime and now - slot.created >= self._max_lifetime)
             ):
-                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; parked = self._parked; old = parked[b]; parked[b] = slot; self._nparked += old is None; self._avail += () if old is None else (old,); slot.state = IDLE; uses = -1; done = True  # noqa: E501,E702
+                self._nreturns += 1; slot.last_ret = now; slot.holder = None; slot.stack = None; parked = self._parked; old = parked[b]; parked[b] = slot; self._avail += () if old is None else (old,); slot.state = IDLE; uses = -1; done = True  # noqa: E501,E702
             lock.release()
             if done:
                 if self._deferred:
@@ -634,7 +632,6 @@ class Pool(PoolBase):
         in-use count from the slots' states, and give waiters what is free."""
         slots = self._slots
         self._parked = [None] * NBUCKETS  # the parked objects are idle: rebuilt below
-        self._nparked = 0
         seen: set[int] = set()
         idle = []
         for slot in [*self._avail, *slots.values()]:

@@ -22,10 +22,11 @@ State invariants, true whenever the pool's lock is free:
   is woken to compete for it: ``_nwoken`` (the queued tickets woken and not yet
   back) is at least ``min(len(_avail), len(_waiters))``, so no idle object is
   left while every waiter sleeps.  An object is handed off once the oldest
-  waiter has waited ``handoff_after`` seconds or seen ``HANDOFF_PASSES`` objects
-  made idle since it queued (each a chance for someone else to take one first),
-  and from then on until a waiter that was not starving is served or the queue
-  drains (hand-off mode, ``_handoff``);
+  waiter has waited ``handoff_after`` seconds in normal mode (``_barge_t``: the
+  barging clock, which stands still in hand-off mode) or seen ``HANDOFF_PASSES``
+  objects made idle since it queued (each a chance for someone else to take one
+  first), and from then on until a waiter that was not starving is served or the
+  queue drains (hand-off mode, ``_handoff``);
 - a slot freed while threads wait is always handed to the oldest waiter, as a
   creation;
 - what a caller was granted is recorded in its ``Waiter`` ticket until the
@@ -62,7 +63,8 @@ IDLE, USING, BORROWED = 0, 1, 2
 GOT, CREATE, SHUT, FULL, QUEUED, GONE = range(6)
 WAIT_SAMPLES = 1024  # wait durations kept for the median and 95th percentile
 # The fairness bound (see the README's Pool reference): once the oldest waiter has
-# waited ``handoff_after`` seconds (a parameter, default HANDOFF_AFTER) or seen
+# waited ``handoff_after`` seconds (a parameter, default HANDOFF_AFTER) while the
+# pool was not handing off (normal mode: others could pass it then) or seen
 # HANDOFF_PASSES objects made idle since it queued -- each a chance for a thread
 # that came later to take an object before it -- freed objects are handed to the
 # waiters first come, first served, until one that was not starving is served.

@@ -492,7 +492,7 @@ cdef class Waiter:
     pure twin's ``Waiter``)."""
 
     cdef public object lock, slot, obj
-    cdef public double since
+    cdef public double since, barge0
     cdef public Py_ssize_t create, passed0
     cdef public bint error, queued, woken
 
@@ -506,6 +506,7 @@ cdef class Waiter:
         self.queued = False
         self.woken = False
         self.passed0 = 0
+        self.barge0 = 0.0
 
 
 cdef class _Core:
@@ -529,7 +530,7 @@ cdef class _Core:
     cdef public Py_ssize_t _nwaits, _max_waiting, _nhealth_timeouts, _nhandoffs, _max_passed
     cdef public Py_ssize_t _nwoken, _nfreed, _reg_dead
     cdef public bint _handoff
-    cdef public double _handoff_after
+    cdef public double _handoff_after, _barge_t  # _barge_t: the barging clock (pure twin)
     cdef public Py_ssize_t _max_size, _min_size, _max_use, _forks, _pid
     cdef public double _max_lifetime, _max_avail_delay, _max_using_delay_warn
     cdef public double _max_using_delay_kill, _wait_max, _hk_time, _hk_last
@@ -579,6 +580,7 @@ cdef class _Core:
         self._ntimeouts = self._nwaits = self._max_waiting = self._nhealth_timeouts = 0
         self._nhandoffs = self._max_passed = 0
         self._handoff = False  # hand-off mode: freed objects go to the oldest waiter
+        self._barge_t = 0.0  # the barging clock (see the pure twin)
         self._nwoken = 0  # queued tickets woken to compete, not yet back
         self._nfreed = 0  # objects made idle while threads waited (see HANDOFF_PASSES)
 
@@ -931,6 +933,7 @@ cdef class _Core:
             waiter = <Waiter>self._waiters[0]
             if not timed_wait or self._handoff or self._starving(waiter, now):
                 if timed_wait and not self._handoff:  # it starves: hand-off mode
+                    self._barge_t = now - self._barge_t
                     self._handoff = True
                     self._nhandoffs += 1
                 self._waiters.popleft()
@@ -966,9 +969,13 @@ cdef class _Core:
         self._c_nusing += 1
         return slot
 
+    cdef inline double _barging_time(self, double now) noexcept:
+        """The time spent in normal mode up to ``now`` (see the pure twin)."""
+        return self._barge_t if self._handoff else now - self._barge_t
+
     cdef inline bint _starving(self, Waiter waiter, double now):
         return (
-            now - waiter.since >= self._handoff_after
+            self._barging_time(now) - waiter.barge0 >= self._handoff_after
             or self._nfreed - waiter.passed0 >= C_HANDOFF_PASSES
         )
 
@@ -978,9 +985,10 @@ cdef class _Core:
         cdef bint starving
         self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
         starving = bool(self._waiters) and self._starving(waiter, now)
-        if starving and not self._handoff:
-            self._nhandoffs += 1
-        self._handoff = starving
+        if starving != self._handoff:
+            self._barge_t = now - self._barge_t
+            self._nhandoffs += starving
+            self._handoff = starving
         return 0
 
     cdef int _rewake(self) except -1:
@@ -1134,10 +1142,12 @@ cdef class _Core:
             if nowait:
                 self._ntimeouts += 1
                 return C_FULL
-            if not self._waiters:
-                self._handoff = False  # the queue drained: back to normal mode
+            if not self._waiters and self._handoff:  # the queue drained: back to normal mode
+                self._barge_t = now - self._barge_t
+                self._handoff = False
             ticket.since = now
             ticket.passed0 = self._nfreed
+            ticket.barge0 = self._barging_time(now)
             ticket.queued = True
             self._waiters.append(ticket)
             self._nwaits += 1
@@ -1170,6 +1180,7 @@ cdef class _Core:
                 self._served(ticket, now)
                 return C_GOT
             if not self._handoff and self._starving(ticket, now):
+                self._barge_t = now - self._barge_t
                 self._handoff = True
                 self._nhandoffs += 1
             return C_QUEUED

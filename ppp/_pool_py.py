@@ -147,10 +147,13 @@ class Waiter:
     creation number, ``obj`` an object created in that reservation and not yet
     registered, ``error`` says the pool shut down while it waited.  ``woken``
     (queued tickets only): its lock was released to let it compete for an idle
-    object, and it has not tried yet; ``since`` and ``passed0`` (the pool's
-    ``_nfreed`` then) are taken when it first queued."""
+    object, and it has not tried yet; ``since``, ``passed0`` (the pool's
+    ``_nfreed`` then) and ``barge0`` (the pool's barging time then, see
+    ``Pool._barging_time``) are taken when it first queued."""
 
-    __slots__ = ("create", "error", "lock", "obj", "passed0", "queued", "since", "slot", "woken")
+    __slots__ = (
+        "barge0", "create", "error", "lock", "obj", "passed0", "queued", "since", "slot", "woken"
+    )  # fmt: skip
 
     def __init__(self, blocking: bool = True) -> None:
         self.lock: Any = None
@@ -165,6 +168,7 @@ class Waiter:
         self.queued = False
         self.woken = False
         self.passed0 = 0
+        self.barge0 = 0.0
 
 
 def _repairing(pool: Pool, method: Callable[..., _T], args: tuple[Any, ...]) -> _T:
@@ -267,6 +271,11 @@ class Pool(PoolBase):
         self._wait_samples: list[float] = []
         self._wait_max = 0.0
         self._handoff = False  # hand-off mode: freed objects go to the oldest waiter
+        # the barging clock (see _barging_time): in normal mode, the time the pool
+        # spent in hand-off mode (now - it: the time spent in normal mode); in
+        # hand-off mode, the time spent in normal mode, frozen.  A switch of mode at
+        # ``now`` is ``_barge_t = now - _barge_t``, on the line that flips _handoff
+        self._barge_t = 0.0
         self._nwoken = 0  # queued tickets woken to compete, not yet back
         self._nfreed = 0  # objects made idle while threads waited (see HANDOFF_PASSES)
         self._hk_time = 0.0
@@ -536,8 +545,7 @@ class Pool(PoolBase):
             waiter = waiters[0]
             if now is None or self._handoff or self._starving(waiter, now):
                 if now is not None and not self._handoff:  # it starves: hand-off mode
-                    self._handoff = True
-                    self._nhandoffs += 1
+                    self._barge_t = now - self._barge_t; self._handoff = True; self._nhandoffs += 1  # noqa: E702
                 del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nended += using - returned; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
                 if now is not None:
                     self._served(waiter, now)
@@ -548,11 +556,18 @@ class Pool(PoolBase):
         else:
             self._nreturns += returned; self._nended += using - returned; slot.state = IDLE; self._avail += (slot,)  # noqa: E501,E702
 
+    def _barging_time(self, now: float) -> float:
+        """The time the pool spent in normal mode, when a thread that came later may
+        take an object before a waiter, up to ``now`` (the time of its life, less
+        its spells of hand-off mode)."""
+        return self._barge_t if self._handoff else now - self._barge_t
+
     def _starving(self, waiter: Any, now: float) -> bool:
-        """Whether ``waiter`` waited long enough, or saw objects made idle often
-        enough, that freed objects must be handed to the waiters in turn."""
+        """Whether ``waiter`` waited long enough in normal mode (its turn cannot come
+        later in hand-off mode), or saw objects made idle often enough, that freed
+        objects must be handed to the waiters in turn."""
         return bool(
-            now - waiter.since >= self._handoff_after
+            self._barging_time(now) - waiter.barge0 >= self._handoff_after
             or self._nfreed - waiter.passed0 >= HANDOFF_PASSES
         )
 
@@ -560,10 +575,9 @@ class Pool(PoolBase):
         """``waiter`` was handed what it waited for: record its wait, and enter or
         leave hand-off mode (on while the waiters served starve and others wait)."""
         self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
-        starving = self._waiters and self._starving(waiter, now)
-        if starving and not self._handoff:
-            self._nhandoffs += 1
-        self._handoff = bool(starving)
+        starving = bool(self._waiters) and self._starving(waiter, now)
+        if starving != self._handoff:
+            self._barge_t = now - self._barge_t; self._nhandoffs += starving; self._handoff = starving  # noqa: E501,E702
 
     def _rewake(self) -> None:
         """Wake queued waiters, oldest first, until every idle object has one woken
@@ -700,9 +714,10 @@ class Pool(PoolBase):
         if nowait:
             self._ntimeouts += 1
             return FULL
-        if not self._waiters:
-            self._handoff = False  # the queue drained: back to normal mode
-        ticket.since = now; ticket.passed0 = self._nfreed; ticket.queued = True; self._waiters += (ticket,)  # noqa: E501,E702
+        if not self._waiters and self._handoff:  # the queue drained: back to normal mode
+            self._barge_t = now - self._barge_t; self._handoff = False  # noqa: E702
+        barge0 = self._barge_t if self._handoff else now - self._barge_t  # (no call below)
+        ticket.since = now; ticket.passed0 = self._nfreed; ticket.barge0 = barge0; ticket.queued = True; self._waiters += (ticket,)  # noqa: E501,E702
         self._nwaits += 1
         self._max_waiting = max(self._max_waiting, len(self._waiters))
         return QUEUED
@@ -725,8 +740,7 @@ class Pool(PoolBase):
             self._served(ticket, now)
             return GOT
         if not self._handoff and self._starving(ticket, now):
-            self._handoff = True
-            self._nhandoffs += 1
+            self._barge_t = now - self._barge_t; self._handoff = True; self._nhandoffs += 1  # noqa: E702
         return QUEUED
 
     @_locked

@@ -416,7 +416,8 @@ class TwinSystem:
         data["_waiting"] = (
             bool(pool._handoff),
             pool._nwoken,
-            [(w.since, w.passed0, bool(w.woken)) for w in pool._waiters],
+            pool._barge_t,
+            [(w.since, w.passed0, w.barge0, bool(w.woken)) for w in pool._waiters],
         )
         return {k: v for k, v in data.items() if k not in VOLATILE}
 
@@ -450,6 +451,7 @@ class MWaiter:
 
     since: float
     passed0: int
+    barge0: float
     woken: bool = False
     grant: tuple[Any, ...] | None = None
 
@@ -491,6 +493,9 @@ class Model:
         self.waiters: list[MWaiter] = []  # queued, oldest first
         self.mw: dict[int, MWaiter] = {}  # every waiter not yet run, by id
         self.handoff = False  # objects go to the oldest waiter, first come first served
+        # normal mode: the time spent in hand-off mode; hand-off mode: the time spent
+        # in normal mode (frozen)
+        self.barge_t = 0.0
         self.nwoken = 0
         self.nfreed = 0  # objects made idle while threads waited
         self.hk_last = 0.0
@@ -590,9 +595,19 @@ class Model:
         self.free_capacity()
 
     # waiting: barging, waking, hand-off
+    def barging_time(self) -> float:
+        """The time spent in normal mode, when a later thread may pass a waiter."""
+        return self.barge_t if self.handoff else self.clock() - self.barge_t
+
+    def set_handoff(self, on: bool) -> None:
+        if on != self.handoff:
+            self.barge_t = self.clock() - self.barge_t
+            self.c["nhandoffs"] += on
+            self.handoff = on
+
     def starving(self, w: MWaiter) -> bool:
         return (
-            self.clock() - w.since >= self.cfg.handoff_after
+            self.barging_time() - w.barge0 >= self.cfg.handoff_after
             or self.nfreed - w.passed0 >= HANDOFF_PASSES
         )
 
@@ -600,10 +615,7 @@ class Model:
         self.c["nrecorded"] += 1
         self.wait_max = max(self.wait_max, self.clock() - w.since)
         self.c["max_passed"] = max(self.c["max_passed"], self.nfreed - w.passed0)
-        starving = bool(self.waiters) and self.starving(w)
-        if starving and not self.handoff:
-            self.c["nhandoffs"] += 1
-        self.handoff = starving
+        self.set_handoff(bool(self.waiters) and self.starving(w))
 
     def unqueue(self, w: MWaiter) -> None:
         self.waiters.remove(w)
@@ -621,9 +633,7 @@ class Model:
         if self.waiters:
             w = self.waiters[0]
             if self.handoff or self.starving(w):
-                if not self.handoff:
-                    self.handoff = True
-                    self.c["nhandoffs"] += 1
+                self.set_handoff(True)
                 self.unqueue(w)
                 slot.state = USING
                 slot.uses += 1
@@ -658,8 +668,8 @@ class Model:
 
     def enqueue(self, wid: int) -> None:
         if not self.waiters:
-            self.handoff = False
-        self.mw[wid] = w = MWaiter(self.clock(), self.nfreed)
+            self.set_handoff(False)
+        self.mw[wid] = w = MWaiter(self.clock(), self.nfreed, self.barging_time())
         self.waiters.append(w)
         self.c["nwaits"] += 1
         self.c["max_waiting"] = max(self.c["max_waiting"], len(self.waiters))
@@ -673,8 +683,7 @@ class Model:
             w.woken = False
             if not self.avail:
                 if not self.handoff and self.starving(w):
-                    self.handoff = True
-                    self.c["nhandoffs"] += 1
+                    self.set_handoff(True)
                 return "waits again"
             del self.mw[wid]
             slot = self.slots[self.avail.pop()]
@@ -759,7 +768,7 @@ class Model:
         assert wait is not None, "the program never blocks forever"
         if wait:
             if not self.waiters:
-                self.handoff = False
+                self.set_handoff(False)
             self.c["nwaits"] += 1
             self.c["max_waiting"] = max(self.c["max_waiting"], len(self.waiters) + 1)
         self.c["ntimeouts"] += 1
@@ -927,7 +936,8 @@ class Model:
             "_waiting": (
                 self.handoff,
                 self.nwoken,
-                [(w.since, w.passed0, w.woken) for w in self.waiters],
+                self.barge_t,
+                [(w.since, w.passed0, w.barge0, w.woken) for w in self.waiters],
             ),
             "shutdown": self.is_shutdown,
             "rel_hk_last": self.hk_last - now if self.hk_last else None,
@@ -1039,6 +1049,7 @@ class PoolMachine(RuleBasedStateMachine):
             avail = [slot.obj.n for slot in pool._avail]
             hk_last, is_shutdown = pool._hk_last, pool._shutdown
             model.npending, model.handoff = pool._npending, bool(pool._handoff)
+            model.barge_t = pool._barge_t
             model.nwoken, model.nfreed = pool._nwoken, pool._nfreed
             model.wait_max, nrecorded = pool._wait_max, len(pool._wait_samples)
             waiters = {id(ticket): wid for wid, ticket in twin.tickets.items()}
@@ -1077,7 +1088,7 @@ class PoolMachine(RuleBasedStateMachine):
             grant = ("obj", ticket.slot.obj.n)
         elif ticket.create >= 0:
             grant = ("create", ticket.create)
-        return MWaiter(ticket.since, ticket.passed0, bool(ticket.woken), grant)
+        return MWaiter(ticket.since, ticket.passed0, ticket.barge0, bool(ticket.woken), grant)
 
     def in_use(self) -> list[int]:
         """The objects the program holds less those killed, as the model says."""

@@ -274,6 +274,49 @@ def test_a_waiter_waiting_handoff_after_is_handed_the_next_return(
     assert pool.stats()["navail"] == 1 and pool.stats()["nhandoffs"] == 1
 
 
+def test_only_time_in_normal_mode_counts_towards_handoff_after(
+    Pool: Any, counter: Any, clock: Any
+) -> None:
+    """A waiter starves after ``handoff_after`` seconds in which a newcomer could
+    have passed it (normal mode), not after as long in the queue: in hand-off mode
+    nobody passes it, and counting that time made every waiter queued behind a
+    hand-off starve in turn, so that the pool stayed in hand-off mode (two thread
+    switches per pair) for as long as threads waited."""
+    pool = Pool(counter, min_size=0, max_size=1, clock=clock, handoff_after=0.5)
+    held = pool.get()
+    first = _queue(pool, clock)
+    clock.advance(0.125)  # (steps exact in binary: the clock starts at 1000.0)
+    second = _queue(pool, clock)
+    clock.advance(0.375)  # first: 0.5 s in normal mode, second: 0.375 s
+    pool.ret(held)  # first starves: handed to it, and hand-off mode from now on
+    assert first.slot is not None and _released(first)
+    assert pool.stats()["nhandoffs"] == 1
+    clock.advance(1.0)  # in hand-off mode: nobody passes the second waiter
+    third = _queue(pool, clock)  # queued in hand-off mode
+    clock.advance(1.0)
+    pool._lk_pickup(first.slot, clock())
+    pool.ret(held)  # still hand-off mode: to the second waiter, 0.375 s passed, not 2.375
+    assert second.slot is not None and _released(second)
+    pool._lk_pickup(second.slot, clock())
+    pool.ret(held)  # it did not starve: back to normal mode, the third woken to compete
+    assert third.slot is None and _released(third)
+    assert pool.get(timeout=0) is held  # a newcomer may barge again
+    s = pool.stats()
+    assert (s["nhandoffs"], s["nwaiting"], s["longest_wait"]) == (1, 1, 2.375)
+    clock.advance(0.375)
+    assert pool._lk_retry(third, clock()) == QUEUED  # lost, 0.375 s passed: not starving
+    pool.ret(held)
+    assert third.slot is None and _released(third)
+    assert pool.get(timeout=0) is held
+    clock.advance(0.125)
+    assert pool._lk_retry(third, clock()) == QUEUED  # 0.5 s in normal mode: it starves
+    pool.ret(held)  # handed to it, though a newcomer came
+    assert third.slot is not None and _released(third)
+    with pytest.raises(TimeOut):
+        pool.get(timeout=0)
+    assert pool.stats()["nhandoffs"] == 2
+
+
 def test_a_waiter_passed_over_handoff_passes_times_is_handed_the_next_return(
     Pool: Any, counter: Any, clock: Any
 ) -> None:

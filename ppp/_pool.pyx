@@ -739,7 +739,12 @@ cdef class _Core:
 
     def obj(self, timeout=None):
         """Get an object for a ``with`` block; it is returned on exit, exceptions included."""
-        return _Lease(self, timeout)
+        # made through tp_new alone (from the free list), without __init__'s
+        # argument parsing
+        cdef _Lease lease = _Lease.__new__(_Lease)
+        lease._pool = self
+        lease._timeout = timeout
+        return lease
 
     cdef object _get_c(self, timeout):
         cdef _Slot slot = None
@@ -1649,22 +1654,24 @@ cdef class _Core:
 
 
 @cython.final
+@cython.freelist(8)
 @cython.auto_pickle(False)
 cdef class _Lease:
-    """``with pool.obj() as o``: ``get`` on entry, ``ret`` on exit, in C."""
+    """``with pool.obj() as o``: ``get`` on entry, ``ret`` on exit, in C.  Made
+    by ``Pool.obj`` only (``_pool`` is never None)."""
 
     cdef _Core _pool
     cdef object _timeout, _obj
 
-    def __init__(self, _Core pool, timeout):
-        self._pool = pool
-        self._timeout = timeout
-
     def __enter__(self):
+        if self._pool is None:
+            raise TypeError("a lease comes from Pool.obj()")
         self._obj = self._pool._get_c(self._timeout)
         return self._obj
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type, exc, tb):
+        if self._pool is None:
+            raise TypeError("a lease comes from Pool.obj()")
         self._pool._ret_c(self._obj)
 
 

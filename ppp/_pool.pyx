@@ -937,10 +937,8 @@ cdef class _Core:
         if Py_SIZE(<PyObject *>self._waiters):
             waiter = <Waiter>self._waiters[0]
             if not timed_wait or self._handoff or self._starving(waiter, now):
-                if timed_wait and not self._handoff:  # it starves: hand-off mode
-                    self._barge_t = now - self._barge_t
-                    self._handoff = True
-                    self._nhandoffs += 1
+                if timed_wait:  # it starves: hand-off mode
+                    self._set_handoff(True, now)
                 self._waiters.popleft()
                 waiter.queued = False
                 self._nwoken -= waiter.woken
@@ -978,6 +976,13 @@ cdef class _Core:
         """The time spent in normal mode up to ``now`` (see the pure twin)."""
         return self._barge_t if self._handoff else now - self._barge_t
 
+    cdef inline void _set_handoff(self, bint on, double now) noexcept:
+        """Enter (``on``) or leave hand-off mode at ``now`` (see the pure twin)."""
+        if on != self._handoff:
+            self._barge_t = now - self._barge_t
+            self._nhandoffs += on
+            self._handoff = on
+
     cdef inline bint _starving(self, Waiter waiter, double now):
         return (
             self._barging_time(now) - waiter.barge0 >= self._handoff_after
@@ -987,13 +992,8 @@ cdef class _Core:
     cdef int _served(self, Waiter waiter, double now) except -1:
         """``waiter`` was handed what it waited for: record its wait, and enter or
         leave hand-off mode (see the pure twin)."""
-        cdef bint starving
         self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
-        starving = bool(self._waiters) and self._starving(waiter, now)
-        if starving != self._handoff:
-            self._barge_t = now - self._barge_t
-            self._nhandoffs += starving
-            self._handoff = starving
+        self._set_handoff(bool(self._waiters) and self._starving(waiter, now), now)
         return 0
 
     cdef int _rewake(self) except -1:
@@ -1147,9 +1147,8 @@ cdef class _Core:
             if nowait:
                 self._ntimeouts += 1
                 return C_FULL
-            if not self._waiters and self._handoff:  # the queue drained: back to normal mode
-                self._barge_t = now - self._barge_t
-                self._handoff = False
+            if not self._waiters:  # the queue drained: back to normal mode
+                self._set_handoff(False, now)
             ticket.since = now
             ticket.passed0 = self._nfreed
             ticket.barge0 = self._barging_time(now)
@@ -1185,9 +1184,7 @@ cdef class _Core:
                 self._served(ticket, now)
                 return C_GOT
             if not self._handoff and self._starving(ticket, now):
-                self._barge_t = now - self._barge_t
-                self._handoff = True
-                self._nhandoffs += 1
+                self._set_handoff(True, now)
             return C_QUEUED
         finally:
             self._unlk()

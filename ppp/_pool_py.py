@@ -274,7 +274,7 @@ class Pool(PoolBase):
         # the barging clock (see _barging_time): in normal mode, the time the pool
         # spent in hand-off mode (now - it: the time spent in normal mode); in
         # hand-off mode, the time spent in normal mode, frozen.  A switch of mode at
-        # ``now`` is ``_barge_t = now - _barge_t``, on the line that flips _handoff
+        # ``now`` is ``_barge_t = now - _barge_t`` (_set_handoff)
         self._barge_t = 0.0
         self._nwoken = 0  # queued tickets woken to compete, not yet back
         self._nfreed = 0  # objects made idle while threads waited (see HANDOFF_PASSES)
@@ -544,8 +544,8 @@ class Pool(PoolBase):
         if waiters:
             waiter = waiters[0]
             if now is None or self._handoff or self._starving(waiter, now):
-                if now is not None and not self._handoff:  # it starves: hand-off mode
-                    self._barge_t = now - self._barge_t; self._handoff = True; self._nhandoffs += 1  # noqa: E702
+                if now is not None:  # it starves: hand-off mode
+                    self._set_handoff(True, now)
                 del waiters[0]; waiter.queued = False; self._nwoken -= waiter.woken; self._nreturns += returned; self._nended += using - returned; slot.state = USING; slot.uses += 1; self._nuses += 1; slot.last_get = _NOT_PICKED_UP; slot.warned = False; waiter.slot = slot; waiter.woken or waiter.lock.release()  # noqa: E501,E702
                 if now is not None:
                     self._served(waiter, now)
@@ -562,6 +562,12 @@ class Pool(PoolBase):
         its spells of hand-off mode)."""
         return self._barge_t if self._handoff else now - self._barge_t
 
+    def _set_handoff(self, on: bool, now: float) -> None:
+        """Enter (``on``, counted) or leave hand-off mode at ``now``: the barging
+        clock switches on the line that flips the mode."""
+        if on != self._handoff:
+            self._barge_t = now - self._barge_t; self._nhandoffs += on; self._handoff = on  # noqa: E702
+
     def _starving(self, waiter: Any, now: float) -> bool:
         """Whether ``waiter`` waited long enough in normal mode (its turn cannot come
         later in hand-off mode), or saw objects made idle often enough, that freed
@@ -575,9 +581,7 @@ class Pool(PoolBase):
         """``waiter`` was handed what it waited for: record its wait, and enter or
         leave hand-off mode (on while the waiters served starve and others wait)."""
         self._record_wait(now - waiter.since, self._nfreed - waiter.passed0)
-        starving = bool(self._waiters) and self._starving(waiter, now)
-        if starving != self._handoff:
-            self._barge_t = now - self._barge_t; self._nhandoffs += starving; self._handoff = starving  # noqa: E501,E702
+        self._set_handoff(bool(self._waiters) and self._starving(waiter, now), now)
 
     def _rewake(self) -> None:
         """Wake queued waiters, oldest first, until every idle object has one woken
@@ -714,9 +718,9 @@ class Pool(PoolBase):
         if nowait:
             self._ntimeouts += 1
             return FULL
-        if not self._waiters and self._handoff:  # the queue drained: back to normal mode
-            self._barge_t = now - self._barge_t; self._handoff = False  # noqa: E702
-        barge0 = self._barge_t if self._handoff else now - self._barge_t  # (no call below)
+        if not self._waiters:  # the queue drained: back to normal mode
+            self._set_handoff(False, now)
+        barge0 = self._barging_time(now)  # (the commit line below calls nothing)
         ticket.since = now; ticket.passed0 = self._nfreed; ticket.barge0 = barge0; ticket.queued = True; self._waiters += (ticket,)  # noqa: E501,E702
         self._nwaits += 1
         self._max_waiting = max(self._max_waiting, len(self._waiters))
@@ -740,7 +744,7 @@ class Pool(PoolBase):
             self._served(ticket, now)
             return GOT
         if not self._handoff and self._starving(ticket, now):
-            self._barge_t = now - self._barge_t; self._handoff = True; self._nhandoffs += 1  # noqa: E702
+            self._set_handoff(True, now)
         return QUEUED
 
     @_locked

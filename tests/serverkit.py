@@ -559,40 +559,52 @@ def row_table(dsn: str = PG_DSN) -> Iterator[RowTable]:
 
 _BOOTING = re.compile(r"Booting worker with pid: (\d+)")
 _READY = re.compile(r"ppp-test: worker ready pid=(\d+)")
+_LEAVING = re.compile(r"\[(\d+)\] \[INFO\] Autorestarting worker")
 
 
-def wait_gunicorn_workers_ready(server: Server, bound: float = 15.0) -> None:
-    """Wait until no gunicorn worker is between its fork and the end of its start
-    (``post_worker_init``, logged by gunicorn_conf.py), or ``bound`` seconds.
+def wait_gunicorn_workers_ready(server: Server, workers: int, bound: float = 15.0) -> bool:
+    """Wait until gunicorn's workers are settled: exactly ``workers`` live
+    children of the master, each past the end of its start (``post_worker_init``,
+    logged by gunicorn_conf.py) and none leaving for ``--max-requests``; or
+    ``bound`` seconds.  Returns whether they settled.
 
-    A SIGTERM that reaches a worker there is lost: until it installs its own
-    handlers it runs the master's, which only queue the signal (benoitc/gunicorn
-    #1910), so the master waits its whole ``graceful_timeout`` and then kills it.
-    With ``--max-requests`` a worker is often being replaced as the load ends;
-    the stop time measured afterwards is then the pools' and the workers', not
-    that race's."""
+    A SIGTERM that reaches a worker between its fork and its own handlers is
+    lost: until then it runs the master's, which only queue the signal
+    (benoitc/gunicorn #1910), so the master waits its whole ``graceful_timeout``
+    and then kills it.  With ``--max-requests`` a worker is often being
+    replaced as the load ends, and the master forks the replacement up to a
+    second after the old one exits (its loop wakes once a second), so waiting
+    only for the workers already booting is not enough: the replacement may not
+    exist yet.  Once settled nothing changes, since the load is over; the stop
+    time measured afterwards is then the pools' and the workers', not that
+    race's."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         text = server.log()
-        booting = set(_BOOTING.findall(text)) - set(_READY.findall(text))
-        if not any(_alive(int(pid)) for pid in booting):
-            return
+        ready = set(map(int, _READY.findall(text)))
+        leaving = set(map(int, _LEAVING.findall(text)))
+        live = _live_children(server.pid)
+        if len(live) == workers and live <= ready and not live & leaving:
+            return True
         time.sleep(0.05)
+    return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by the master) is not starting
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _live_children(pid: int) -> set[int]:
+    """The pids of ``pid``'s children that have not exited (zombies left out),
+    from /proc (this kernel has no /proc/PID/task/TID/children)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found
 
 
 def run_scenario(
@@ -638,7 +650,7 @@ def run_scenario(
         watch.sample()
     finally:
         if kind.startswith("gunicorn"):
-            wait_gunicorn_workers_ready(server)
+            wait_gunicorn_workers_ready(server, workers)
         stop_seconds = server.stop(stop_bound)
         watch.stop()
     try:

@@ -538,13 +538,16 @@ class RunResult:
     eof_lines: list[str]
     log_tail: str
     backend: str = ""
+    settled: bool = True  # gunicorn: workers settled before the SIGTERM
 
     def summary(self) -> str:
         return (
             f"{self.kind}/{self.variant} [{self.backend}]: {self.load.summary()}; "
             f"sessions peak {self.peak_sessions} (cap {self.processes * self.max_size}), "
             f"after stop {self.sessions_after}; stop {self.stop_seconds:.1f} s"
-            f"{' (SIGKILL)' if self.killed else ''}; {len(self.eof_lines)} unexpected EOF"
+            f"{' (SIGKILL)' if self.killed else ''}"
+            f"{'' if self.settled else ' (workers not settled before SIGTERM)'}; "
+            f"{len(self.eof_lines)} unexpected EOF"
         )
 
 
@@ -557,7 +560,6 @@ def row_table(dsn: str = PG_DSN) -> Iterator[RowTable]:
         table.drop()
 
 
-_BOOTING = re.compile(r"Booting worker with pid: (\d+)")
 _READY = re.compile(r"ppp-test: worker ready pid=(\d+)")
 _LEAVING = re.compile(r"\[(\d+)\] \[INFO\] Autorestarting worker")
 
@@ -578,6 +580,8 @@ def wait_gunicorn_workers_ready(server: Server, workers: int, bound: float = 15.
     exist yet.  Once settled nothing changes, since the load is over; the stop
     time measured afterwards is then the pools' and the workers', not that
     race's."""
+    if server.proc is None:  # never started, or already stopped
+        return False
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         text = server.log()
@@ -641,6 +645,7 @@ def run_scenario(
     server = Server(argv, env, log_path)
     watch = SessionWatch(app_name) if bouncer is None else RoleWatch(bouncer.role)
     window = LogWindow(pg_log_path())
+    settled = True
     try:
         server.start()
         watch.start()
@@ -650,7 +655,7 @@ def run_scenario(
         watch.sample()
     finally:
         if kind.startswith("gunicorn"):
-            wait_gunicorn_workers_ready(server, workers)
+            settled = wait_gunicorn_workers_ready(server, workers)
         stop_seconds = server.stop(stop_bound)
         watch.stop()
     try:
@@ -677,6 +682,7 @@ def run_scenario(
         eof_lines=eof_lines(window.lines(), watch.pids),
         log_tail=server.log()[-4000:],
         backend=backend,
+        settled=settled,
     )
 
 

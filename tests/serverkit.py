@@ -587,14 +587,14 @@ def wait_gunicorn_workers_ready(server: Server, workers: int, bound: float = 15.
         text = server.log()
         ready = set(map(int, _READY.findall(text)))
         leaving = set(map(int, _LEAVING.findall(text)))
-        live = _live_children(server.pid)
+        live = live_children(server.pid)
         if len(live) == workers and live <= ready and not live & leaving:
             return True
         time.sleep(0.05)
     return False
 
 
-def _live_children(pid: int) -> set[int]:
+def live_children(pid: int) -> set[int]:
     """The pids of ``pid``'s children that have not exited (zombies left out),
     from /proc (this kernel has no /proc/PID/task/TID/children)."""
     found = set()

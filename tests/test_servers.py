@@ -33,6 +33,9 @@ Without PostgreSQL (or gunicorn, waitress, pgbouncer) these tests skip, unless
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,49 @@ def test_gunicorn_preload_max_requests(
     table: sk.RowTable, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     check(run("gunicorn-preload", "return", table, tmp_path, max_requests=100), shared_ok=True)
+
+
+def test_harness_stops_gunicorn_only_once_a_replaced_worker_has_started(
+    table: sk.RowTable, tmp_path: Path
+) -> None:
+    """Control of the harness, not of ppp.  A worker is replaced (killed here;
+    ``--max-requests`` does the same as a load ends) and the SIGTERM reaches
+    the master while it forks the replacement, which runs the master's signal
+    handlers until it installs its own and so loses the SIGTERM (gunicorn
+    #1910): the master then waits its whole ``graceful_timeout`` (6 s here, past
+    the 5 s limit).
+    Fork and start are slowed down (``PPP_TEST_SLOW_FORK``, 0.5 s each, as on a
+    loaded machine) so that the SIGTERM lands there every time.  The harness's
+    wait for settled workers, used by every test above, must take the stop
+    out of that race.  If the control ever stops quickly, gunicorn has fixed
+    the race: the README's gunicorn section should say so."""
+    need_module("gunicorn")
+    graceful = int(STOP_LIMIT) + 1  # a lost SIGTERM fails the limit
+
+    def stop_after_replacement(settle: bool) -> tuple[float, bool]:
+        env = sk.app_env(sk.new_tag("ppp_app"), table.name, "return")
+        env.update(PPP_TEST_SLOW_FORK="0.5", PPP_TEST_GRACEFUL_TIMEOUT=str(graceful))
+        argv = sk.server_argv("gunicorn-preload", workers=2, threads=2)
+        server = sk.Server(argv, env, tmp_path / f"settle-{settle}.log")
+        server.start()
+        try:
+            assert sk.wait_gunicorn_workers_ready(server, 2), server.log()[-2000:]
+            forks = server.log().count("ppp-test: forking")
+            os.kill(min(sk.live_children(server.pid)), signal.SIGKILL)
+            deadline = time.monotonic() + 10.0
+            while server.log().count("ppp-test: forking") == forks:
+                assert time.monotonic() < deadline, "no replacement forked"
+                time.sleep(0.02)
+            settled = sk.wait_gunicorn_workers_ready(server, 2) if settle else True
+        finally:
+            stopped = server.stop(15.0)
+        return stopped, settled
+
+    lost, _ = stop_after_replacement(settle=False)
+    assert lost >= graceful - 0.5, f"the race did not lose the SIGTERM: stop {lost:.1f} s"
+    stopped, settled = stop_after_replacement(settle=True)
+    assert settled
+    assert stopped < STOP_LIMIT, f"stop {stopped:.1f} s with the workers settled"
 
 
 # ------------------------------------------------------------------ waitress, werkzeug

@@ -217,12 +217,14 @@ class Monitor:
         self.problems: list[str] = []
         self.checks = 0
         self.stop = threading.Event()
+        self.checked = threading.Event()  # the first check is done
         self.thread = threading.Thread(target=self.run, name="monitor", daemon=True)
 
     def run(self) -> None:
         while not self.stop.is_set():
             found = pool_problems(self.pool)
             self.checks += 1
+            self.checked.set()
             if self.checks % 16 == 0:  # stats() and str() while the pool churns
                 s = json.loads(str(self.pool))
                 if s["nusing"] + s["navail"] + s["nborrowed"] != s["nobjs"]:
@@ -233,7 +235,10 @@ class Monitor:
             time.sleep(0.0002)
 
     def __enter__(self) -> Monitor:
+        # the round starts once the monitor runs: on a loaded machine a short
+        # round could otherwise end before the monitor's thread is first scheduled
         self.thread.start()
+        assert self.checked.wait(WATCHDOG), "the monitor never ran a check"
         return self
 
     def __exit__(self, *exc: object) -> None:

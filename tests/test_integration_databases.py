@@ -588,12 +588,20 @@ class Sampler(threading.Thread):
         self.peak = 0
         self.violations: list[str] = []
         self.error: BaseException | None = None
+        self.sampled = threading.Event()  # the first sample is taken (or failed)
+
+    def start(self) -> None:
+        """Start, and return once the first sample is taken: on a loaded machine
+        the threads under watch could otherwise finish before it."""
+        super().start()
+        assert self.sampled.wait(30), "the sampler never took a sample"
 
     def run(self) -> None:
         try:
             while not self.stop.is_set():
                 live = self.counted.live()
                 self.samples += 1
+                self.sampled.set()
                 self.peak = max(self.peak, len(live))
                 problem = self.check(live)
                 if problem:
@@ -601,6 +609,7 @@ class Sampler(threading.Thread):
                 time.sleep(0.005)
         except BaseException as exc:  # reported by finish()
             self.error = exc
+            self.sampled.set()
 
     def finish(self) -> None:
         self.stop.set()

@@ -564,6 +564,18 @@ _READY = re.compile(r"ppp-test: worker ready pid=(\d+)")
 _LEAVING = re.compile(r"\[(\d+)\] \[INFO\] Autorestarting worker")
 
 
+def _started_workers(log: str) -> set[int]:
+    """The pids whose last word in the log is "ready" (not "leaving" since):
+    read in order, so that a pid reused by a later worker counts as that one."""
+    state: dict[int, bool] = {}
+    for line in log.splitlines():
+        if m := _READY.search(line):
+            state[int(m.group(1))] = True
+        elif m := _LEAVING.search(line):
+            state[int(m.group(1))] = False
+    return {pid for pid, ready in state.items() if ready}
+
+
 def wait_gunicorn_workers_ready(server: Server, workers: int, bound: float = 15.0) -> bool:
     """Wait until gunicorn's workers are settled: exactly ``workers`` live
     children of the master, each past the end of its start (``post_worker_init``,
@@ -574,21 +586,18 @@ def wait_gunicorn_workers_ready(server: Server, workers: int, bound: float = 15.
     lost: until then it runs the master's, which only queue the signal
     (benoitc/gunicorn #1910), so the master waits its whole ``graceful_timeout``
     and then kills it.  With ``--max-requests`` a worker is often being
-    replaced as the load ends, and the master forks the replacement up to a
-    second after the old one exits (its loop wakes once a second), so waiting
-    only for the workers already booting is not enough: the replacement may not
-    exist yet.  Once settled nothing changes, since the load is over; the stop
+    replaced as the load ends, and the master forks the replacement only once
+    it has reaped the old one, so waiting only for the workers already logged
+    as booting is not enough: the replacement may not exist yet, or not have
+    logged yet.  Once settled nothing changes, since the load is over; the stop
     time measured afterwards is then the pools' and the workers', not that
     race's."""
     if server.proc is None:  # never started, or already stopped
         return False
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        text = server.log()
-        ready = set(map(int, _READY.findall(text)))
-        leaving = set(map(int, _LEAVING.findall(text)))
         live = live_children(server.pid)
-        if len(live) == workers and live <= ready and not live & leaving:
+        if len(live) == workers and live <= _started_workers(server.log()):
             return True
         time.sleep(0.05)
     return False

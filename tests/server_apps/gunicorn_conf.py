@@ -40,7 +40,7 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    # the harness sends SIGTERM only once no worker is still starting (serverkit.py)
+    # the harness sends SIGTERM only once the workers are settled (serverkit.py)
     print(f"ppp-test: worker ready pid={worker.pid}", file=sys.stderr, flush=True)
 
 

@@ -584,7 +584,6 @@ class Sampler(threading.Thread):
         self.counted = counted
         self.check = check
         self.stop = threading.Event()
-        self.samples = 0
         self.peak = 0
         self.violations: list[str] = []
         self.error: BaseException | None = None
@@ -600,7 +599,6 @@ class Sampler(threading.Thread):
         try:
             while not self.stop.is_set():
                 live = self.counted.live()
-                self.samples += 1
                 self.sampled.set()
                 self.peak = max(self.peak, len(live))
                 problem = self.check(live)
@@ -617,7 +615,6 @@ class Sampler(threading.Thread):
         assert not self.is_alive(), "sampler did not stop"
         if self.error is not None:
             raise self.error
-        assert self.samples > 0, "the server was never sampled"
         assert not self.violations, self.violations[:5]
 
 

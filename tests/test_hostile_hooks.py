@@ -150,7 +150,7 @@ def test_shutdown_closes_every_idle_object_when_closer_fails(
     else:
         with pytest.raises(exc):
             shutdown(pool)
-    idle = [res for res in maker.made.values() if res is not held]
+    idle = [res for res in maker.snapshot().values() if res is not held]
     assert [res for res in idle if not res.closed] == [], "idle objects left unclosed"
     assert not held.closed, "an object in use was closed at shutdown"
     pool.ret(held)  # returned after shutdown: closed
@@ -289,7 +289,7 @@ def test_health_round_over_100000_idle_objects(Pool: Any) -> None:
         s = _stats(pool)
         assert s["nobjs"] == s["navail"] == n - len(bad)
         assert s["bad_health"] == len(bad)
-        assert all(bool(res.closed) == (res.n in bad) for res in maker.made.values())
+        assert all(bool(res.closed) == (res.n in bad) for res in maker.snapshot().values())
         assert _ns(s["avail"]) == set(range(n)) - bad
         check_pool(pool, [], maker)
     finally:

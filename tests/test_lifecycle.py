@@ -48,7 +48,7 @@ def test_collected_pool_closes_idle_objects(Pool: Any, housekeeping: bool) -> No
     extra = {"max_avail_delay": 60.0} if housekeeping else {}
     pool = Pool(maker.fun, max_size=5, min_size=3, closer=maker.closer, **extra)
     held = pool.get()
-    idle = [res for res in maker.made.values() if res is not held]
+    idle = [res for res in maker.snapshot().values() if res is not held]
     assert len(idle) == 2
     ref = weakref.ref(pool)
     del pool

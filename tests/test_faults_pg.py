@@ -273,8 +273,12 @@ def test_server_cut_and_restored_under_load(Pool: Any, proxy: TcpProxy) -> None:
         wait_for("queries succeed", lambda: sum(r == "ok" for _, r in outcomes) >= 50)
         cut_at = time.monotonic()
         proxy.cut()
+        # the pool's reconnections are refused by the server that is away: the
+        # cut lasts until one was (the workers' failures on the dead connections
+        # can come first, before any health round has retired one)
         wait_for(
-            "queries fail while the server is away", lambda: failures_since(outcomes, cut_at) >= 20
+            "queries fail and a reconnection is refused while the server is away",
+            lambda: failures_since(outcomes, cut_at) >= 20 and proxy.refused > 0,
         )
         time.sleep(0.3)
         restored_at = time.monotonic()
@@ -295,7 +299,6 @@ def test_server_cut_and_restored_under_load(Pool: Any, proxy: TcpProxy) -> None:
     assert during & {"connect-error", "query-error"}, "the cut was never noticed"
     s = pool.stats()
     assert s["bad_health"] + s["hc_errors"] > 0 or s["ncreated"] > 4, s
-    assert proxy.refused > 0  # reconnections were tried while the server was away
     check_clean(pool, conns, 4)
 
 
@@ -321,8 +324,12 @@ def test_pool_started_while_the_server_is_down(Pool: Any, proxy: TcpProxy) -> No
         for _ in range(3):
             with pytest.raises(psycopg.OperationalError):
                 pool.get(1)
+            # the housekeeper keeps trying to fill min_size, so a creation of its
+            # own may be pending at any instant (a quarter of the time in a tight
+            # loop); one left pending by the failed get would stay for good
+            wait_for("no creation left pending", lambda: pool.stats()["npending"] == 0)
             s = pool.stats()
-            assert (s["nobjs"], s["npending"], s["nusing"]) == (0, 0, 0), s
+            assert (s["nobjs"], s["nusing"]) == (0, 0), s
         proxy.restore()
         assert query(pool) == "ok"
         wait_for("min_size filled once the server is back", lambda: pool.stats()["nobjs"] >= 2)
@@ -360,6 +367,7 @@ def test_waiters_and_holders_through_an_outage(Pool: Any, proxy: TcpProxy) -> No
     pool = Pool(conns.fun, max_size=2, min_size=0, health=conns.health, delay=0.05,
                 closer=conns.close)  # fmt: skip
     holding = threading.Barrier(3)
+    cut_done = threading.Event()
     results: list[str] = []
     errors: list[BaseException] = []
 
@@ -367,7 +375,7 @@ def test_waiters_and_holders_through_an_outage(Pool: Any, proxy: TcpProxy) -> No
         try:
             conn = pool.get(5)
             holding.wait(WATCHDOG)
-            time.sleep(0.2)  # the cut happens while we hold the connection
+            cut_done.wait(WATCHDOG)  # the cut happens while we hold the connection
             try:
                 conn.execute("SELECT 1")
                 results.append("holder-ok")
@@ -379,7 +387,11 @@ def test_waiters_and_holders_through_an_outage(Pool: Any, proxy: TcpProxy) -> No
 
     def waiter() -> None:
         try:
-            for _ in range(20):  # until served with a working connection
+            # until served with a working connection: a dead one given back is
+            # served again until a health round retires it (a time, on a loaded
+            # machine, not a number of tries)
+            deadline = time.monotonic() + WATCHDOG
+            while time.monotonic() < deadline:
                 result = query(pool, timeout=WATCHDOG)
                 if result == "ok":
                     results.append("waiter-ok")
@@ -399,6 +411,7 @@ def test_waiters_and_holders_through_an_outage(Pool: Any, proxy: TcpProxy) -> No
             thread.start()
         wait_for("4 waiters", lambda: pool.stats()["nwaiting"] == 4)
         proxy.cut()
+        cut_done.set()
         time.sleep(0.1)
         proxy.restore()
         for thread in holders + waiters:
@@ -407,4 +420,5 @@ def test_waiters_and_holders_through_an_outage(Pool: Any, proxy: TcpProxy) -> No
         assert not errors, errors
         assert sorted(results) == ["holder-error"] * 2 + ["waiter-ok"] * 4, results
     finally:
+        cut_done.set()  # on a failure above, the holders give their connections back
         check_clean(pool, conns, 2)
